@@ -1,0 +1,3 @@
+from omprog_forwarder.cli import main
+
+raise SystemExit(main())

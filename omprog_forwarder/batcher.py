@@ -1,0 +1,355 @@
+"""The ingest work behind the omprog loop: dedup, append, commit, seal.
+
+One `Batcher` per ingest process. It owns one open segment at a time and seals
+it into ready/ when its wall-clock-aligned window ends (timed on the monotonic
+clock), when it reaches `max_batch_bytes`, or soon after an urgent line
+(rate-limited), but only ever when every line in it is committed. Every
+refusal and drop has a named counter and one log line.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import math
+import os
+import re
+import shlex
+import subprocess
+import time
+from typing import Callable, Optional
+
+from omprog_forwarder import protocol
+from omprog_forwarder.config import SEVERITY_NAMES, Config
+from omprog_forwarder.spool import (
+    Batch,
+    Segment,
+    Spool,
+    decode_records,
+    encode_record,
+    is_enospc,
+    window_label,
+)
+
+log = logging.getLogger(__name__)
+
+# The project's template ends with the uuid; anchoring at the end means text in
+# `msg` can never pose as one (and lines in other formats never start with `{`).
+_UUID_RE = re.compile(rb'"uuid"\s*:\s*"([0-9A-Fa-f]{32})"\s*\}\s*$')
+_JSON_SEVERITY_RE = re.compile(rb'"severity"\s*:\s*"?([0-7]|[A-Za-z]+)\b')
+# The how-to's CustomLogFormat: `2024-12-30 22:50:33 host daemon.err: tag: msg`
+# (rsyslog itself keeps the `T` of RFC 3339 between date and time).
+_CUSTOM_SEVERITY_RE = re.compile(
+    rb"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* \S+ [A-Za-z0-9]+\.([A-Za-z]+): "
+)
+_SEVERITY_BYTES = {name.encode(): num for name, num in SEVERITY_NAMES.items()}
+COUNTER_FLUSH_SECONDS = 10.0
+USAGE_RESCAN_SECONDS = 1.0
+SHIP_LOG_MAX_BYTES = 1024 * 1024
+
+
+def line_uuid(line: bytes) -> Optional[bytes]:
+    if not line.startswith(b"{"):
+        return None
+    m = _UUID_RE.search(line)
+    return m.group(1).upper() if m else None
+
+
+def line_severity(line: bytes) -> Optional[int]:
+    """The syslog severity of a line in one of our templates, or None."""
+    if line.startswith(b"{"):
+        m = _JSON_SEVERITY_RE.search(line)
+    else:
+        m = _CUSTOM_SEVERITY_RE.match(line)
+    if not m:
+        return None
+    value = m.group(1)
+    if value.isdigit():
+        return int(value)
+    return _SEVERITY_BYTES.get(value.lower())
+
+
+class RecentSet:
+    """The uuids of the most recent `size` stored lines (FIFO eviction)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._order: collections.deque[bytes] = collections.deque()
+        self._members: set[bytes] = set()
+
+    def __contains__(self, item: bytes) -> bool:
+        return item in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def add(self, item: bytes) -> None:
+        if item in self._members:
+            return
+        self._order.append(item)
+        self._members.add(item)
+        if len(self._order) > self.size:
+            self._members.discard(self._order.popleft())
+
+
+class Batcher:
+    """The `protocol.Handler` of `omprog-forwarder run`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        spool: Spool,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.clock = clock
+        self.wall = wall
+        self.seg: Optional[Segment] = None
+        self.seg_deadline = math.inf
+        self.in_tx = False
+        self.uncommitted = 0
+        self.urgent_due: Optional[float] = None
+        self.last_urgent_seal = -math.inf
+        self.recent = RecentSet(cfg.dedup_window)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.counters_flushed_at = clock()
+        self.usage_base = 0
+        self.usage_added = 0
+        self.usage_at = -math.inf
+        self.shipper: Optional[subprocess.Popen[bytes]] = None
+        for batch in spool.adopt_orphans():
+            self._count("adopted_segments")
+            self._count("adopted_lines", batch.lines)
+        self._load_recent()
+
+    # -- start-up -------------------------------------------------------
+
+    def _load_recent(self) -> None:
+        """Fill the dedup index from the newest files of the spool (open and ready)."""
+        paths = self.spool.open_segments() + [b.path for b in self.spool.ready_batches()]
+        stamped = []
+        for path in paths:
+            try:
+                stamped.append((os.stat(path).st_mtime, path))
+            except FileNotFoundError:
+                pass
+        chosen: list[list[bytes]] = []
+        total = 0
+        for _, path in sorted(stamped, reverse=True):
+            if total >= self.recent.size:
+                break
+            try:
+                with open(path, "rb") as fh:
+                    lines, _ = decode_records(fh.read())
+            except FileNotFoundError:
+                continue
+            uuids = [u for u in map(line_uuid, lines) if u]
+            chosen.append(uuids)
+            total += len(uuids)
+        for uuids in reversed(chosen):
+            for u in uuids:
+                self.recent.add(u)
+        log.debug("dedup index holds %d uuids from %d files", len(self.recent), len(chosen))
+
+    # -- helpers ------------------------------------------------------
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.counters[reason] += n
+
+    def _spool_usage(self, now: float, extra: int) -> int:
+        stale = now - self.usage_at >= USAGE_RESCAN_SECONDS
+        near = self.usage_base + self.usage_added + extra > self.cfg.max_spool_bytes
+        if stale or (near and now - self.usage_at >= 0.1):
+            self.usage_base = self.spool.usage()
+            self.usage_added = 0
+            self.usage_at = now
+        return self.usage_base + self.usage_added
+
+    def _open_segment(self, now: float) -> Segment:
+        wall = self.wall()
+        window = self.cfg.window_seconds
+        start = math.floor(wall / window) * window
+        # The deadline runs on the monotonic clock: a wall-clock jump (NTP on a
+        # Pi without RTC) neither loses this window nor seals a burst of them.
+        self.seg_deadline = now + max(0.0, start + window - wall)
+        self.seg = self.spool.new_segment(window_label(start))
+        return self.seg
+
+    def _commit(self) -> None:
+        if self.seg:
+            self.seg.sync()
+        self.uncommitted = 0
+
+    def seal(self, reason: str) -> Optional[Batch]:
+        seg, self.seg = self.seg, None
+        self.seg_deadline = math.inf
+        if seg is None:
+            return None
+        batch = self.spool.seal(seg)
+        if batch is None:
+            return None
+        self._count(f"sealed_{reason}")
+        log.info("sealed %s (%d lines, %d bytes, %s)", batch.name, batch.lines, batch.size, reason)
+        for adopted in self.spool.adopt_orphans():
+            self._count("adopted_segments")
+            self._count("adopted_lines", adopted.lines)
+        self.spawn_shipper()
+        return batch
+
+    def spawn_shipper(self) -> None:
+        """Start `ship_command` fully detached; never wait for it."""
+        if not self.cfg.ship_command:
+            return
+        if self.shipper is not None and self.shipper.poll() is None:
+            return  # still running; it will pick up the new batch
+        log_path = self.spool.state_path("ship.log")
+        try:
+            if os.path.getsize(log_path) > SHIP_LOG_MAX_BYTES:
+                os.replace(log_path, log_path + ".1")
+        except FileNotFoundError:
+            pass
+        try:
+            err = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                # New session, stdin/stdout from /dev/null, stderr to a log file:
+                # nothing the child writes can reach the protocol pipe.
+                self.shipper = subprocess.Popen(
+                    shlex.split(self.cfg.ship_command),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    close_fds=True,
+                    start_new_session=True,
+                    cwd="/",
+                )
+            finally:
+                os.close(err)
+            self._count("shipper_started")
+        except (OSError, ValueError) as exc:
+            self._count("shipper_start_failed")
+            log.error("cannot start ship_command %r: %s", self.cfg.ship_command, exc)
+
+    def flush_counters(self) -> None:
+        if self.counters:
+            try:
+                self.spool.add_counters(dict(self.counters))
+                self.counters.clear()
+            except OSError as exc:
+                log.warning("cannot write counters to state/: %s", exc)
+        self.counters_flushed_at = self.clock()
+
+    # -- protocol.Handler -----------------------------------------------
+
+    def on_begin(self) -> bytes:
+        # A repeated BEGIN (rsyslog retrying after an error) never rolls back:
+        # on 8.2302 the messages already answered DEFER_COMMIT are not resent.
+        self.in_tx = True
+        return protocol.OK
+
+    def on_commit(self) -> bytes:
+        self._commit()
+        self.in_tx = False
+        return protocol.OK
+
+    def _ack(self) -> bytes:
+        if self.in_tx:
+            return protocol.DEFER_COMMIT
+        self._commit()
+        return protocol.OK
+
+    def on_message(self, line: bytes, truncated: int) -> bytes:
+        now = self.clock()
+        uuid = line_uuid(line)
+        if uuid is not None and uuid in self.recent:
+            self._count("duplicate_lines")
+            log.info("dropped a resent line (uuid %s already in the spool)", uuid.decode())
+            return self._ack()
+        record = encode_record(line)
+        seg = self.seg
+        if seg is not None and self.uncommitted == 0 and seg.lines:
+            if now >= self.seg_deadline:
+                self.seal("window")
+            elif seg.size + len(record) > self.cfg.max_batch_bytes:
+                self.seal("size")
+        usage = self._spool_usage(now, len(record))
+        if usage + len(record) > self.cfg.max_spool_bytes:
+            self._count("refused_spool_full")
+            log.warning(
+                "spool full: %d of %d bytes used; refusing so rsyslog keeps the line queued",
+                usage,
+                self.cfg.max_spool_bytes,
+            )
+            return protocol.error_status(
+                f"spool full ({usage} of max_spool_bytes {self.cfg.max_spool_bytes}); retry later"
+            )
+        seg = self.seg or self._open_segment(now)
+        before = seg.size
+        try:
+            seg.append(record)
+        except OSError as exc:
+            # Nothing half-written: cut back whatever part of the record landed.
+            os.ftruncate(seg.fd, before)
+            seg.size = before
+            if not is_enospc(exc) and exc.errno != errno.EFBIG:
+                raise
+            self._count("refused_disk_full")
+            log.warning("disk full writing the spool: %s", exc)
+            return protocol.error_status(f"spool disk full ({exc.strerror}); retry later")
+        self.usage_added += len(record)
+        if truncated:
+            self._count("truncated_lines")
+            log.warning(
+                "line longer than max_line_bytes %d: stored its first %d bytes, dropped %d",
+                self.cfg.max_line_bytes,
+                len(line),
+                truncated,
+            )
+        if uuid is not None:
+            self.recent.add(uuid)
+        severity = line_severity(line)
+        if severity is not None and severity <= self.cfg.urgent_severity:
+            due = max(now, self.last_urgent_seal + self.cfg.urgent_min_interval)
+            self.urgent_due = due if self.urgent_due is None else min(self.urgent_due, due)
+        if self.in_tx:
+            self.uncommitted += 1
+        return self._ack()
+
+    def on_tick(self) -> Optional[float]:
+        now = self.clock()
+        if self.shipper is not None and self.shipper.poll() is not None:
+            self.shipper = None
+        seg = self.seg
+        if seg is not None and self.uncommitted == 0:
+            if now >= self.seg_deadline:
+                self.seal("window")
+            elif self.urgent_due is not None and now >= self.urgent_due:
+                self.seal("urgent")
+                self.last_urgent_seal = now
+                self.urgent_due = None
+            elif seg.size >= self.cfg.max_batch_bytes:
+                self.seal("size")
+        if self.seg is None:
+            self.urgent_due = None
+        if now - self.counters_flushed_at >= COUNTER_FLUSH_SECONDS:
+            self.flush_counters()
+        waits = [COUNTER_FLUSH_SECONDS - (now - self.counters_flushed_at)]
+        if self.seg is not None:
+            waits.append(self.seg_deadline - now)
+            if self.urgent_due is not None:
+                waits.append(self.urgent_due - now)
+        return max(0.0, min(waits))
+
+    def on_eof(self) -> None:
+        """rsyslog closed our stdin: make everything durable, seal, record counters.
+
+        Lines answered DEFER_COMMIT whose COMMIT never came are kept too: the
+        sync makes them durable, and rsyslog 8.2302 would never resend them.
+        """
+        if self.uncommitted:
+            self._count("eof_uncommitted_lines_kept", self.uncommitted)
+        self._commit()
+        self.seal("eof")
+        self.flush_counters()

@@ -1,0 +1,428 @@
+"""The spool: a maildir-style directory, the contract between ingest and ship.
+
+    SPOOL/
+      open/   WINDOW-PID-RAND.seg      one per running ingest instance, append-only,
+                                       flock()ed by its owner while it lives
+      ready/  BATCH_ID+LINES.batch     sealed, immutable, waiting to be shipped
+      dead/   BATCH_ID+LINES.batch     refused for good by the API, with
+              BATCH_ID+LINES.why       a JSON file saying why (status, body, time)
+      state/  counters.json, ship.json, credentials.json, locks
+
+A state change is an atomic `rename` followed by an fsync of both directories.
+Files and folders are readable by the owner only.
+
+WINDOW is the UTC start of the batching window (`20261126T231000Z`); BATCH_ID is
+`WINDOW-<16 hex>` and split halves append `.1` / `.2`, so every id matches
+`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. LINES is the number of records, kept in
+the name so `status` never has to read the batches.
+
+Each record is one input line framed as `CRC32(8 hex) SP LINE LF`. Lines never
+contain LF (rsyslog frames messages by it), so the framing is unambiguous and
+the file stays greppable; the CRC finds a torn or half-persisted tail after a
+crash, which recovery cuts off. Everything before the last fdatasync is intact,
+so cutting at the first bad record never loses an acknowledged line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omprog_forwarder.errors import SpoolError
+
+log = logging.getLogger(__name__)
+
+OPEN, READY, DEAD, STATE = "open", "ready", "dead", "state"
+SEG_SUFFIX, BATCH_SUFFIX, WHY_SUFFIX = ".seg", ".batch", ".why"
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_BATCH_NAME_RE = re.compile(r"^(?P<id>[A-Za-z0-9][A-Za-z0-9._-]{0,127})\+(?P<lines>\d+)\.batch$")
+_WINDOW_RE = re.compile(r"^(\d{8}T\d{6}Z)-")
+_HEX = b"0123456789abcdef"
+
+
+# ---------------------------------------------------------------- records
+
+
+def encode_record(line: bytes) -> bytes:
+    return b"%08x %s\n" % (zlib.crc32(line), line)
+
+
+def decode_records(data: bytes) -> tuple[list[bytes], int]:
+    """All intact records from the start of `data`, and where the intact part ends."""
+    lines: list[bytes] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        nl = data.find(b"\n", pos)
+        if nl < 0 or nl - pos < 9 or data[pos + 8] != 0x20:
+            break
+        head = data[pos : pos + 8]
+        line = data[pos + 9 : nl]
+        if head.strip(_HEX) or int(head, 16) != zlib.crc32(line):
+            break
+        lines.append(line)
+        pos = nl + 1
+    return lines, pos
+
+
+# ---------------------------------------------------------------- names
+
+
+def window_label(window_start: float) -> str:
+    return datetime.datetime.fromtimestamp(window_start, datetime.timezone.utc).strftime(
+        "%Y%m%dT%H%M%SZ"
+    )
+
+
+def window_of(name: str) -> Optional[datetime.datetime]:
+    """The window start encoded in a segment or batch name, as an aware datetime."""
+    m = _WINDOW_RE.match(name)
+    if not m:
+        return None
+    return datetime.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=datetime.timezone.utc
+    )
+
+
+def new_batch_id(window: str) -> str:
+    return f"{window}-{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A sealed batch file in ready/ or dead/."""
+
+    path: str
+    batch_id: str
+    lines: int
+    size: int
+    mtime: float
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def window(self) -> Optional[datetime.datetime]:
+        return window_of(self.batch_id)
+
+    def read_lines(self) -> list[bytes]:
+        """The batch's lines. A damaged record (disk fault) is an error, not a silent cut."""
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        lines, good = decode_records(data)
+        if good != len(data):
+            raise SpoolError(f"batch {self.path} is damaged at byte {good} of {len(data)}")
+        return lines
+
+
+def batch_file_name(batch_id: str, lines: int) -> str:
+    if not BATCH_ID_RE.match(batch_id):
+        raise ValueError(f"bad batch id {batch_id!r}")
+    return f"{batch_id}+{lines}{BATCH_SUFFIX}"
+
+
+def parse_batch_name(name: str) -> Optional[tuple[str, int]]:
+    m = _BATCH_NAME_RE.match(name)
+    return (m.group("id"), int(m.group("lines"))) if m else None
+
+
+# ---------------------------------------------------------------- fs helpers
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write, flush, fsync, rename over, fsync the directory: in that order."""
+    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[int]:
+    """An exclusive flock on `path` (created 0600), held for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- segments
+
+
+class Segment:
+    """The open segment of one ingest instance: append-only, flock()ed while alive."""
+
+    def __init__(self, path: str, fd: int, window: str, size: int = 0, lines: int = 0) -> None:
+        self.path = path
+        self.fd = fd
+        self.window = window
+        self.size = size
+        self.lines = lines
+        self.unsynced = False
+
+    def append(self, record: bytes) -> None:
+        """One write(2) per record: in the kernel (crash-safe for the process) on return."""
+        view = memoryview(record)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.size += len(record)
+        self.lines += 1
+        self.unsynced = True
+
+    def sync(self) -> None:
+        if self.unsynced:
+            os.fdatasync(self.fd)
+            self.unsynced = False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+# ---------------------------------------------------------------- the spool
+
+
+class Spool:
+    """Operations on one spool directory, shared by every process that uses it."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.open_dir = os.path.join(self.root, OPEN)
+        self.ready_dir = os.path.join(self.root, READY)
+        self.dead_dir = os.path.join(self.root, DEAD)
+        self.state_dir = os.path.join(self.root, STATE)
+
+    def create(self) -> Spool:
+        """Make the folders (0700). Raises SpoolError naming the path."""
+        try:
+            for d in (self.root, self.open_dir, self.ready_dir, self.dead_dir, self.state_dir):
+                os.makedirs(d, mode=0o700, exist_ok=True)
+                if not os.access(d, os.W_OK | os.X_OK):
+                    raise SpoolError(f"spool folder {d} is not writable")
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot create spool folder under {self.root}: {exc.strerror}"
+            ) from None
+        return self
+
+    # -- segments -------------------------------------------------------
+
+    def new_segment(self, window: str) -> Segment:
+        name = f"{window}-{os.getpid()}-{secrets.token_hex(4)}{SEG_SUFFIX}"
+        path = os.path.join(self.open_dir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The new name must be durable before the first line in it is ACKed.
+            fsync_dir(self.open_dir)
+        except OSError:
+            os.close(fd)
+            raise
+        return Segment(path, fd, window)
+
+    def seal(self, seg: Segment) -> Optional[Batch]:
+        """open/ -> ready/. Only called when every line in `seg` is committed."""
+        try:
+            if seg.lines == 0:
+                os.unlink(seg.path)
+                return None
+            seg.sync()
+            batch_id = new_batch_id(seg.window)
+            dest = os.path.join(self.ready_dir, batch_file_name(batch_id, seg.lines))
+            os.rename(seg.path, dest)
+            fsync_dir(self.ready_dir)
+            fsync_dir(self.open_dir)
+            return Batch(dest, batch_id, seg.lines, seg.size, time.time())
+        finally:
+            seg.close()
+
+    def open_segments(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(
+                os.path.join(self.open_dir, n)
+                for n in os.listdir(self.open_dir)
+                if n.endswith(SEG_SUFFIX)
+            )
+        return []
+
+    def adopt_orphans(self) -> list[Batch]:
+        """Seal the segments whose owner died (their flock is free).
+
+        A torn last record is cut first. Lines a dead instance answered
+        DEFER_COMMIT are kept: rsyslog 8.2302 never resends them.
+        """
+        sealed = []
+        for path in self.open_segments():
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # its owner sealed it meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # alive
+            try:
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    os.close(fd)
+                    continue
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+            lines, good = decode_records(data)
+            if good != len(data):
+                log.warning(
+                    "recovered %s: cut a torn tail of %d bytes after %d intact lines",
+                    os.path.basename(path),
+                    len(data) - good,
+                    len(lines),
+                )
+                os.ftruncate(fd, good)
+            m = _WINDOW_RE.match(os.path.basename(path))
+            window = m.group(1) if m else window_label(time.time())
+            seg = Segment(path, fd, window, size=good, lines=len(lines))
+            seg.unsynced = True
+            batch = self.seal(seg)
+            if batch:
+                log.info(
+                    "adopted %s from a dead instance as %s", os.path.basename(path), batch.name
+                )
+                sealed.append(batch)
+        return sealed
+
+    # -- batches ------------------------------------------------------
+
+    def _batches(self, folder: str) -> list[Batch]:
+        out = []
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return out
+        for e in entries:
+            parsed = parse_batch_name(e.name)
+            if not parsed:
+                continue
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            out.append(Batch(e.path, parsed[0], parsed[1], st.st_size, st.st_mtime))
+        # Oldest first: by window (in the id), then by seal time.
+        out.sort(key=lambda b: (b.batch_id[:16], b.mtime, b.batch_id))
+        return out
+
+    def ready_batches(self) -> list[Batch]:
+        return self._batches(self.ready_dir)
+
+    def dead_batches(self) -> list[Batch]:
+        return self._batches(self.dead_dir)
+
+    def write_batch(self, batch_id: str, lines: list[bytes], folder: Optional[str] = None) -> Batch:
+        """Create a sealed batch directly (used when a batch is split)."""
+        folder = folder or self.ready_dir
+        path = os.path.join(folder, batch_file_name(batch_id, len(lines)))
+        data = b"".join(encode_record(x) for x in lines)
+        write_file_atomic(path, data)
+        return Batch(path, batch_id, len(lines), len(data), time.time())
+
+    def delete(self, batch: Batch) -> None:
+        os.unlink(batch.path)
+        fsync_dir(os.path.dirname(batch.path))
+
+    def move_to_dead(self, batch: Batch, why: dict[str, Any]) -> Batch:
+        """ready/ -> dead/, with the reason written beside it first."""
+        why_path = os.path.join(self.dead_dir, batch.name[: -len(BATCH_SUFFIX)] + WHY_SUFFIX)
+        write_file_atomic(why_path, json.dumps(why, indent=2, sort_keys=True).encode() + b"\n")
+        dest = os.path.join(self.dead_dir, batch.name)
+        os.rename(batch.path, dest)
+        fsync_dir(self.dead_dir)
+        fsync_dir(os.path.dirname(batch.path))
+        return Batch(dest, batch.batch_id, batch.lines, batch.size, batch.mtime)
+
+    def move_to_ready(self, batch: Batch) -> Batch:
+        """dead/ -> ready/ (replay), dropping the .why file."""
+        dest = os.path.join(self.ready_dir, batch.name)
+        os.rename(batch.path, dest)
+        fsync_dir(self.ready_dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(batch.path[: -len(BATCH_SUFFIX)] + WHY_SUFFIX)
+        fsync_dir(self.dead_dir)
+        return Batch(dest, batch.batch_id, batch.lines, batch.size, batch.mtime)
+
+    # -- size ---------------------------------------------------------
+
+    def usage(self) -> int:
+        """Bytes held in open/, ready/ and dead/ (what max_spool_bytes caps)."""
+        total = 0
+        for folder in (self.open_dir, self.ready_dir, self.dead_dir):
+            try:
+                for e in os.scandir(folder):
+                    with contextlib.suppress(FileNotFoundError):
+                        total += e.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    # -- state --------------------------------------------------------
+
+    def state_path(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+    def read_state(self, name: str) -> dict[str, Any]:
+        try:
+            with open(self.state_path(name), "rb") as fh:
+                value = json.loads(fh.read() or b"{}")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("state file %s unreadable (%s); treating it as empty", name, exc)
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def write_state(self, name: str, value: dict[str, Any]) -> None:
+        write_file_atomic(self.state_path(name), json.dumps(value, sort_keys=True).encode())
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        """Add to the spool-wide counters in state/counters.json (locked)."""
+        deltas = {k: v for k, v in deltas.items() if v}
+        if not deltas:
+            return
+        with locked(self.state_path("counters.lock")):
+            current = self.read_state("counters.json")
+            for key, value in deltas.items():
+                current[key] = int(current.get(key, 0)) + value
+            self.write_state("counters.json", current)
+
+
+def is_enospc(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,71 @@
+"""`omprog-forwarder status`: what is in the spool and how shipping went."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from omprog_forwarder.config import Config
+from omprog_forwarder.spool import Spool
+
+
+def collect(spool: Spool, now: float) -> dict[str, Any]:
+    """The status as a dict (the `--json` output). Reads names and sizes only."""
+    ready = spool.ready_batches()
+    dead = spool.dead_batches()
+    open_bytes = 0
+    open_segments = spool.open_segments()
+    for path in open_segments:
+        try:
+            open_bytes += os.path.getsize(path)
+        except FileNotFoundError:
+            pass
+    oldest = min((b.mtime for b in ready), default=None)
+    ship = spool.read_state("ship.json")
+    return {
+        "spool_dir": spool.root,
+        "ready": {
+            "batches": len(ready),
+            "bytes": sum(b.size for b in ready),
+            "lines": sum(b.lines for b in ready),
+            "oldest_age_seconds": None if oldest is None else round(max(0.0, now - oldest), 1),
+        },
+        "open": {"segments": len(open_segments), "bytes": open_bytes},
+        "dead": {
+            "batches": len(dead),
+            "bytes": sum(b.size for b in dead),
+            "lines": sum(b.lines for b in dead),
+        },
+        "counters": spool.read_state("counters.json"),
+        "last_ship_success": ship.get("last_success"),
+        "last_ship_error": ship.get("last_error"),
+    }
+
+
+def render(info: dict[str, Any]) -> str:
+    r, o, d = info["ready"], info["open"], info["dead"]
+    age = "-" if r["oldest_age_seconds"] is None else f"{r['oldest_age_seconds']:.0f} s"
+    lines = [
+        f"spool        {info['spool_dir']}",
+        f"ready        {r['batches']} batches, {r['lines']} lines, {r['bytes']} bytes"
+        f" (oldest {age})",
+        f"open         {o['segments']} segments, {o['bytes']} bytes",
+        f"dead         {d['batches']} batches, {d['lines']} lines, {d['bytes']} bytes",
+    ]
+    for key in ("last_ship_success", "last_ship_error"):
+        value = info[key]
+        shown = "-" if not value else " ".join(f"{k}={v}" for k, v in sorted(value.items()))
+        lines.append(f"{key.replace('_', ' '):<12} {shown}")
+    counters = info["counters"]
+    lines.append("counters     " + ("-" if not counters else ""))
+    lines.extend(f"  {k:<28} {v}" for k, v in sorted(counters.items()))
+    return "\n".join(lines)
+
+
+def status(cfg: Config, as_json: bool = False) -> int:
+    spool = Spool(cfg.spool_dir)
+    info = collect(spool, time.time())
+    print(json.dumps(info, indent=2, sort_keys=True) if as_json else render(info))
+    return 0
