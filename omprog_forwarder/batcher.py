@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import collections
 import errno
+import json
 import logging
 import math
 import os
 import re
 import shlex
-import subprocess
 import time
 from typing import Callable, Optional
 
@@ -54,6 +54,17 @@ def line_uuid(line: bytes) -> Optional[bytes]:
         return None
     m = _UUID_RE.search(line)
     return m.group(1).upper() if m else None
+
+
+def holds_uuid(line: bytes, uuid: bytes) -> bool:
+    """Is `line` really a JSON object whose `uuid` is `uuid`? Asked on a dedup hit
+    only (rare): the regex alone would let a non-JSON line that merely ends like
+    the template (`{junk "uuid":"..."}`) be dropped as a duplicate."""
+    try:
+        value = json.loads(line.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and str(value.get("uuid", "")).upper().encode() == uuid
 
 
 def line_severity(line: bytes) -> Optional[int]:
@@ -119,10 +130,13 @@ class Batcher:
         self.usage_base = 0
         self.usage_added = 0
         self.usage_at = -math.inf
-        self.shipper: Optional[subprocess.Popen[bytes]] = None
-        for batch in spool.adopt_orphans():
+        self.shipper_pid: Optional[int] = None
+        adopted = spool.adopt_orphans()
+        for batch in adopted:
             self._count("adopted_segments")
             self._count("adopted_lines", batch.lines)
+        if adopted:
+            self.spawn_shipper()  # sealed batches to ship now, not at our first seal
         self._load_recent()
 
     # -- start-up -------------------------------------------------------
@@ -186,6 +200,8 @@ class Batcher:
     def seal(self, reason: str) -> Optional[Batch]:
         seg, self.seg = self.seg, None
         self.seg_deadline = math.inf
+        # Any urgent line went out with this segment: its early seal is done.
+        self.urgent_due = None
         if seg is None:
             return None
         batch = self.spool.seal(seg)
@@ -199,12 +215,23 @@ class Batcher:
         self.spawn_shipper()
         return batch
 
+    def shipper_running(self) -> bool:
+        """Reap the shipper we started, if it exited (we never block on it)."""
+        if self.shipper_pid is None:
+            return False
+        try:
+            pid, _ = os.waitpid(self.shipper_pid, os.WNOHANG)
+        except ChildProcessError:
+            pid = self.shipper_pid
+        if pid == 0:
+            return True
+        self.shipper_pid = None
+        return False
+
     def spawn_shipper(self) -> None:
         """Start `ship_command` fully detached; never wait for it."""
-        if not self.cfg.ship_command:
-            return
-        if self.shipper is not None and self.shipper.poll() is None:
-            return  # still running; it will pick up the new batch
+        if not self.cfg.ship_command or self.shipper_running():
+            return  # off, or still running: it picks up the new batch itself
         log_path = self.spool.state_path("ship.log")
         try:
             if os.path.getsize(log_path) > SHIP_LOG_MAX_BYTES:
@@ -212,21 +239,20 @@ class Batcher:
         except FileNotFoundError:
             pass
         try:
-            err = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                # New session, stdin/stdout from /dev/null, stderr to a log file:
-                # nothing the child writes can reach the protocol pipe.
-                self.shipper = subprocess.Popen(
-                    shlex.split(self.cfg.ship_command),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    close_fds=True,
-                    start_new_session=True,
-                    cwd="/",
-                )
-            finally:
-                os.close(err)
+            argv = shlex.split(self.cfg.ship_command)
+            if not argv:
+                raise ValueError("empty command")
+            # New session; stdin and stdout from /dev/null, stderr to a log
+            # file: nothing the child writes can reach the protocol pipe.
+            # (os.posix_spawn, not subprocess: keeps the ingest process small.)
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+            ]
+            self.shipper_pid = os.posix_spawnp(
+                argv[0], argv, dict(os.environ), file_actions=actions, setsid=True
+            )
             self._count("shipper_started")
         except (OSError, ValueError) as exc:
             self._count("shipper_start_failed")
@@ -263,7 +289,7 @@ class Batcher:
     def on_message(self, line: bytes, truncated: int) -> bytes:
         now = self.clock()
         uuid = line_uuid(line)
-        if uuid is not None and uuid in self.recent:
+        if uuid is not None and uuid in self.recent and holds_uuid(line, uuid):
             self._count("duplicate_lines")
             log.info("dropped a resent line (uuid %s already in the spool)", uuid.decode())
             return self._ack()
@@ -286,13 +312,9 @@ class Batcher:
                 f"spool full ({usage} of max_spool_bytes {self.cfg.max_spool_bytes}); retry later"
             )
         seg = self.seg or self._open_segment(now)
-        before = seg.size
         try:
-            seg.append(record)
+            seg.append(record)  # reserves space first: nothing is half-written
         except OSError as exc:
-            # Nothing half-written: cut back whatever part of the record landed.
-            os.ftruncate(seg.fd, before)
-            seg.size = before
             if not is_enospc(exc) and exc.errno != errno.EFBIG:
                 raise
             self._count("refused_disk_full")
@@ -319,8 +341,8 @@ class Batcher:
 
     def on_tick(self) -> Optional[float]:
         now = self.clock()
-        if self.shipper is not None and self.shipper.poll() is not None:
-            self.shipper = None
+        if self.shipper_pid is not None:
+            self.shipper_running()
         seg = self.seg
         if seg is not None and self.uncommitted == 0:
             if now >= self.seg_deadline:
@@ -336,7 +358,9 @@ class Batcher:
         if now - self.counters_flushed_at >= COUNTER_FLUSH_SECONDS:
             self.flush_counters()
         waits = [COUNTER_FLUSH_SECONDS - (now - self.counters_flushed_at)]
-        if self.seg is not None:
+        # Seal timers only matter once the open transaction is committed, and
+        # its COMMIT arrives as input: until then, wait for input.
+        if self.seg is not None and self.uncommitted == 0:
             waits.append(self.seg_deadline - now)
             if self.urgent_due is not None:
                 waits.append(self.urgent_due - now)

@@ -115,7 +115,7 @@ class Config:
     urgent_min_interval: float = 10.0
     begin_transaction_mark: str = "BEGIN TRANSACTION"
     commit_transaction_mark: str = "COMMIT TRANSACTION"
-    dedup_window: int = 32768
+    dedup_window: int = 8192
     ship_command: str = ""
     log_level: str = "INFO"
     # shipper

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Protocol
 
 OK = b"OK"
 DEFER_COMMIT = b"DEFER_COMMIT"
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 64 * 1024  # below glibc's mmap threshold: no mmap/munmap per read
 _MAX_STATUS = 4000  # rsyslog reads at most 4095 bytes of a reply
 
 

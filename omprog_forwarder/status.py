@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
 from omprog_forwarder.config import Config
-from omprog_forwarder.spool import Spool
+from omprog_forwarder.spool import Spool, decode_records
+
+
+def _held_bytes(path: str) -> int:
+    """Bytes of intact records in an open segment. Not its file size: the owner
+    reserves space ahead of the records (zeros), so the size says little."""
+    try:
+        with open(path, "rb") as fh:
+            return decode_records(fh.read())[1]
+    except FileNotFoundError:
+        return 0
 
 
 def collect(spool: Spool, now: float) -> dict[str, Any]:
-    """The status as a dict (the `--json` output). Reads names and sizes only."""
+    """The status as a dict (the `--json` output). Reads names and sizes, and the
+    open segments (a few MiB at most)."""
     ready = spool.ready_batches()
     dead = spool.dead_batches()
-    open_bytes = 0
     open_segments = spool.open_segments()
-    for path in open_segments:
-        try:
-            open_bytes += os.path.getsize(path)
-        except FileNotFoundError:
-            pass
+    open_bytes = sum(_held_bytes(path) for path in open_segments)
     oldest = min((b.mtime for b in ready), default=None)
     ship = spool.read_state("ship.json")
     return {
@@ -56,7 +61,12 @@ def render(info: dict[str, Any]) -> str:
     ]
     for key in ("last_ship_success", "last_ship_error"):
         value = info[key]
-        shown = "-" if not value else " ".join(f"{k}={v}" for k, v in sorted(value.items()))
+        if not value:
+            shown = "-"
+        elif isinstance(value, dict):
+            shown = " ".join(f"{k}={v}" for k, v in sorted(value.items()))
+        else:  # ship.json is written by another program: show what is there
+            shown = str(value)
         lines.append(f"{key.replace('_', ' '):<12} {shown}")
     counters = info["counters"]
     lines.append("counters     " + ("-" if not counters else ""))

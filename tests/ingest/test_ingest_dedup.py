@@ -1,0 +1,210 @@
+"""Dedup by rsyslog's uuid: a resent line is ACKed but stored once.
+
+The uuid is the last field of the project's JSON template. A line whose uuid
+ingest already holds (its own open segment, another instance's open segment,
+a batch in ready/ from an earlier process) is answered like any other line,
+not stored again, and counted as `duplicate_lines`. Text that only looks like
+a uuid field (in `msg`, or in a line that is not the JSON template) never
+causes a drop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ingest_helpers import counters, json_line, make_rig, ready_lines, run_once, uuid_hex
+
+from omprog_forwarder import protocol
+from omprog_forwarder.batcher import holds_uuid, line_severity, line_uuid
+from omprog_forwarder.spool import Spool, encode_record
+
+U = "00D86F880BD84D4E8F21B1497FAB6951"
+LINE = json_line("hello", uuid=U)
+
+
+def test_a_resent_line_already_in_the_own_open_segment_is_acked_not_stored(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path / "spool")
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+    assert rig.stored() == [LINE]
+    assert rig.batcher.counters["duplicate_lines"] == 1
+
+
+def test_a_resent_line_already_sealed_by_this_process_is_acked_not_stored(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path / "spool")
+    rig.batcher.on_message(LINE, 0)
+    rig.batcher.seal("test")
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+    rig.batcher.on_eof()
+    assert ready_lines(tmp_path / "spool") == [LINE]
+    assert counters(tmp_path / "spool")["duplicate_lines"] == 1
+
+
+def test_a_line_in_another_live_instances_open_segment_is_a_duplicate(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    live = spool.new_segment("20261126T231000Z")  # flock held: the other instance lives
+    live.append(encode_record(LINE))
+    rig = make_rig(tmp_path / "spool", spool=spool)
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+    rig.batcher.on_eof()
+    assert rig.batches() == []
+    assert spool.read_state("counters.json")["duplicate_lines"] == 1
+    live.close()
+
+
+def test_a_line_in_a_dead_instances_segment_is_a_duplicate_after_adoption(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    (Path(spool.open_dir) / "20261126T230500Z-4242-0badf00d.seg").write_bytes(encode_record(LINE))
+    rig = make_rig(tmp_path / "spool", spool=spool)
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+    rig.batcher.on_eof()
+    assert ready_lines(tmp_path / "spool") == [LINE]
+
+
+def test_a_line_sealed_in_ready_by_an_earlier_process_is_a_duplicate(tmp_path: Path) -> None:
+    """Two real `run` processes, one after the other (rsyslog restarted us after a lost ACK)."""
+    spool = tmp_path / "spool"
+    other = json_line("other", uuid=uuid_hex(1))
+    first = run_once(spool, LINE + b"\n")
+    assert first.replies == [b"OK", b"OK"]
+    second = run_once(spool, LINE + b"\n" + other + b"\n")
+    assert second.returncode == 0
+    assert second.replies == [b"OK", b"OK", b"OK"]
+    assert sorted(ready_lines(spool)) == sorted([LINE, other])
+    assert counters(spool)["duplicate_lines"] == 1
+    assert "resent line" in second.stderr
+
+
+def test_a_duplicate_inside_a_transaction_is_answered_defer_commit(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path / "spool")
+    rig.batcher.on_message(LINE, 0)
+    rig.batcher.on_begin()
+    assert rig.batcher.on_message(LINE, 0) == protocol.DEFER_COMMIT
+    assert rig.batcher.on_commit() == protocol.OK
+    assert rig.stored() == [LINE]
+
+
+def test_a_refused_line_is_not_remembered_so_its_retry_is_stored(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path / "spool", max_spool_bytes=1024 * 1024)
+    rig.spool.write_batch("20261126T230500Z-00000000000000aa", [b"z" * 1023] * 1100)
+    assert rig.batcher.on_message(LINE, 0).startswith(b"Error: spool full")
+    for batch in rig.spool.ready_batches():
+        rig.spool.delete(batch)
+    rig.advance(1)
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+    assert rig.stored() == [LINE]
+
+
+NOT_A_DROP = [
+    pytest.param(
+        json_line(f'text "uuid":"{U}"', uuid=uuid_hex(2)),
+        id="uuid field quoted inside msg text",
+    ),
+    pytest.param(
+        json_line(f'"uuid":"{U}"}}', uuid=None), id="msg ends like a uuid field, no uuid field"
+    ),
+    pytest.param(
+        f'2026-11-26T23:14:05 vm daemon.info: app: "uuid":"{U}"}}'.encode(),
+        id="non-JSON line (file format) ending in a uuid field",
+    ),
+    pytest.param(
+        f'Nov 26 23:14:07 vm app: {{"uuid":"{U}"}}'.encode(),
+        id="non-JSON line (RFC 3164) carrying a JSON object",
+    ),
+    pytest.param(
+        f'{{not json at all "uuid":"{U}"}}'.encode(),
+        id="non-JSON line starting with a brace",
+    ),
+    pytest.param(json_line("hello", uuid=U[:-1]), id="uuid one hex digit short"),
+    pytest.param(json_line("hello", uuid=U + "0"), id="uuid one hex digit long"),
+    pytest.param(
+        json_line("hello", uuid=uuid_hex(3)) + b' "uuid":"' + U.encode() + b'"}',
+        id="uuid field after the end of the JSON object",
+    ),
+]
+
+
+@pytest.mark.parametrize("line", NOT_A_DROP)
+def test_text_that_only_looks_like_the_uuid_field_never_causes_a_drop(
+    tmp_path: Path, line: bytes
+) -> None:
+    rig = make_rig(tmp_path / "spool")
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK  # U is now held
+    assert rig.batcher.on_message(line, 0) == protocol.OK
+    assert rig.stored() == [LINE, line]
+    assert rig.batcher.counters["duplicate_lines"] == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(
+            LINE.replace(b"hello", b"caf\xe9 \xff\xfe"), id="invalid UTF-8 in msg (passed raw)"
+        ),
+        pytest.param(LINE.replace(b"hello", b'#012#011 \\u00e9 \\"'), id="escapes in msg"),
+        pytest.param(LINE + b"  ", id="trailing spaces"),
+    ],
+)
+def test_a_genuine_resend_is_deduplicated_whatever_its_msg_holds(
+    tmp_path: Path, line: bytes
+) -> None:
+    rig = make_rig(tmp_path / "spool")
+    assert rig.batcher.on_message(line, 0) == protocol.OK
+    assert rig.batcher.on_message(line, 0) == protocol.OK
+    assert rig.stored() == [line]
+    assert rig.batcher.counters["duplicate_lines"] == 1
+
+
+def test_lines_without_a_uuid_are_never_deduplicated(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path / "spool")
+    for line in (json_line("same"), json_line("same"), b"plain", b"plain", b"", b""):
+        assert rig.batcher.on_message(line, 0) == protocol.OK
+    assert len(rig.stored()) == 6
+
+
+@pytest.mark.parametrize(
+    ("line", "uuid"),
+    [
+        pytest.param(LINE, U.encode(), id="project template"),
+        pytest.param(json_line("x", uuid=U.lower()), U.encode(), id="lower-case hex"),
+        pytest.param(
+            b'{"msg":"x",  "uuid" : "' + U.encode() + b'" }  ', U.encode(), id="spaces around"
+        ),
+        pytest.param(json_line("x"), None, id="no uuid field"),
+        pytest.param(json_line("x", uuid="Z" * 32), None, id="not hex"),
+        pytest.param(b"", None, id="empty line"),
+        pytest.param(b"\xff\xfe{", None, id="invalid UTF-8"),
+    ],
+)
+def test_line_uuid(line: bytes, uuid: object) -> None:
+    assert line_uuid(line) == uuid
+
+
+@given(st.binary(max_size=300))
+def test_line_uuid_and_line_severity_never_raise_on_arbitrary_bytes(data: bytes) -> None:
+    uuid = line_uuid(data)
+    assert uuid is None or len(uuid) == 32
+    severity = line_severity(data)
+    assert severity is None or 0 <= severity <= 7
+
+
+@given(st.binary(max_size=200))
+def test_line_uuid_and_line_severity_never_raise_on_near_template_bytes(tail: bytes) -> None:
+    for data in (b'{"severity":' + tail, LINE[:-40] + tail, b"{" + tail + b'"uuid":"'):
+        line_uuid(data)
+        line_severity(data)
+
+
+@given(st.binary(max_size=300))
+def test_holds_uuid_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    assert holds_uuid(data, U.encode()) in (True, False)
+
+
+def test_holds_uuid_survives_absurd_nesting() -> None:
+    assert (
+        holds_uuid(b'{"a":' + b"[" * 100_000 + b'"uuid":"' + U.encode() + b'"}', U.encode())
+        is False
+    )

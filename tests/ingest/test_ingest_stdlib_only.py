@@ -1,0 +1,105 @@
+"""The ingest path imports the standard library only.
+
+Each case runs a fresh interpreter (`sys.executable`, the venv's python). The
+probe snapshots `sys.modules` first: what the interpreter's own start-up loaded
+(site hooks such as setuptools' `_distutils_hack` or an editable-install
+finder) is not the ingest path's doing. Everything imported after that must be
+in `sys.stdlib_module_names` or be `omprog_forwarder.*`. The report goes to a
+file, never to stdout, which belongs to the omprog protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ingest_helpers import DEADLINE, json_line, ready_lines, run_env
+
+PROBE = r"""
+import sys
+baseline = set(sys.modules)
+mode, report = sys.argv[1], sys.argv[2]
+
+
+def third_party():
+    return sorted(
+        name for name in sys.modules
+        if name not in baseline
+        and name.split(".")[0] not in sys.stdlib_module_names
+        and name.split(".")[0] != "omprog_forwarder"
+    )
+
+
+def write_report():
+    with open(report, "w") as fh:
+        fh.write(__import__("json").dumps(third_party()))
+
+
+if mode == "run":
+    import atexit
+    import runpy
+
+    atexit.register(write_report)
+    sys.argv = ["omprog-forwarder", "run", *sys.argv[3:]]
+    runpy.run_module("omprog_forwarder", run_name="__main__", alter_sys=True)
+else:
+    exec(mode)
+    write_report()
+"""
+
+IMPORTS = "import omprog_forwarder.cli, omprog_forwarder.ingest, omprog_forwarder.batcher"
+
+
+def probe(tmp_path: Path, mode: str, *args: str, stdin: bytes = b"") -> tuple[list[str], bytes]:
+    report = tmp_path / "third-party.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, mode, str(report), *args],
+        input=stdin,
+        capture_output=True,
+        env=run_env(),
+        timeout=DEADLINE * 2,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return json.loads(report.read_text()), proc.stdout
+
+
+def test_importing_cli_ingest_and_batcher_loads_no_third_party_module(tmp_path: Path) -> None:
+    third_party, _ = probe(tmp_path, IMPORTS)
+    assert third_party == []
+
+
+def test_a_real_run_session_loads_no_third_party_module(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    lines = [
+        json_line("hello", uuid="00D86F880BD84D4E8F21B1497FAB6951"),
+        json_line("hello", uuid="00D86F880BD84D4E8F21B1497FAB6951"),  # dedup path
+        json_line("urgent", severity=2, uuid="00D86F880BD84D4E8F21B1497FAB6952"),  # urgent seal
+        b"BEGIN TRANSACTION",
+        b"\xff\xfe in a transaction",
+        b"COMMIT TRANSACTION",
+        b"x" * 5000,
+    ]
+    stdin = b"".join(x + b"\n" for x in lines)
+    third_party, stdout = probe(tmp_path, "run", "--spool-dir", str(spool), stdin=stdin)
+    assert stdout == b"OK\nOK\nOK\nOK\nOK\nDEFER_COMMIT\nOK\nOK\n", "the session really ran"
+    assert len(ready_lines(spool)) == 4, "hello, urgent, the transaction line, the long one"
+    assert third_party == []
+
+
+def test_status_command_loads_no_third_party_module(tmp_path: Path) -> None:
+    code = (
+        "import sys; from omprog_forwarder.cli import main; "
+        f"main(['status', '--json', '--spool-dir', {str(tmp_path / 'spool')!r}])"
+    )
+    third_party, _ = probe(tmp_path, code)
+    assert third_party == []
+
+
+@pytest.mark.parametrize("module", ["pytest", "hypothesis"])
+def test_the_probe_does_flag_a_third_party_import(tmp_path: Path, module: str) -> None:
+    """Control: the check above is not vacuous."""
+    third_party, _ = probe(tmp_path, f"{IMPORTS}; import {module}")
+    assert module in third_party
