@@ -49,9 +49,17 @@ USAGE_RESCAN_SECONDS = 1.0
 SHIP_LOG_MAX_BYTES = 1024 * 1024
 
 
+_HEX_DIGITS = b"0123456789ABCDEFabcdef"
+
+
 def line_uuid(line: bytes) -> Optional[bytes]:
     if not line.startswith(b"{"):
         return None
+    # Fast path: rsyslog's jsonf renders the last field exactly as `"uuid":"<32 hex>"}`.
+    if line[-42:-34] == b'"uuid":"' and line.endswith(b'"}'):
+        value = line[-34:-2]
+        if not value.strip(_HEX_DIGITS):
+            return value.upper()
     m = _UUID_RE.search(line)
     return m.group(1).upper() if m else None
 
@@ -70,6 +78,12 @@ def holds_uuid(line: bytes, uuid: bytes) -> bool:
 def line_severity(line: bytes) -> Optional[int]:
     """The syslog severity of a line in one of our templates, or None."""
     if line.startswith(b"{"):
+        # Fast path: jsonf with datatype="number" renders `"severity":3,`.
+        at = line.find(b'"severity":')
+        if at > 0 and line[at + 12 : at + 13] == b",":
+            digit = line[at + 11]
+            if 0x30 <= digit <= 0x37:
+                return digit - 0x30
         m = _JSON_SEVERITY_RE.search(line)
     else:
         m = _CUSTOM_SEVERITY_RE.match(line)

@@ -58,7 +58,7 @@ RELEASE_CHUNK_BYTES = 256 * 1024
 
 
 def encode_record(line: bytes) -> bytes:
-    return b"%08x %s\n" % (zlib.crc32(line), line)
+    return b"".join((b"%08x " % zlib.crc32(line), line, b"\n"))
 
 
 def decode_records(data: bytes) -> tuple[list[bytes], int]:
@@ -220,8 +220,9 @@ class Segment:
 
     def append(self, record: bytes) -> None:
         """Copy one record in; raises OSError (ENOSPC) before writing anything."""
-        self._reserve(len(record))
         end = self.size + len(record)
+        if self.mm is None or end > len(self.mm):
+            self._reserve(len(record))
         self.mm[self.size : end] = record  # type: ignore[index]
         self.size = end
         self.lines += 1
