@@ -16,6 +16,7 @@ sits in a buffer), an empty line is a message, and EOF ends the loop.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import select
 import time
@@ -23,7 +24,7 @@ from typing import Callable, Optional, Protocol
 
 OK = b"OK"
 DEFER_COMMIT = b"DEFER_COMMIT"
-_READ_SIZE = 64 * 1024  # below glibc's mmap threshold: no mmap/munmap per read
+_READ_SIZE = 64 * 1024
 _MAX_STATUS = 4000  # rsyslog reads at most 4095 bytes of a reply
 
 
@@ -39,6 +40,9 @@ class Handler(Protocol):
     def on_begin(self) -> bytes: ...
 
     def on_commit(self) -> bytes: ...
+
+    def after_reply(self) -> None:
+        """Work that need not delay the status line (bookkeeping)."""
 
     def on_tick(self) -> Optional[float]:
         """Timers; returns seconds until it wants to be called again (None: no timer)."""
@@ -89,11 +93,17 @@ class OmprogLoop:
         else:
             status = self.handler.on_message(line, truncated)
         self.reply(status)
+        self.handler.after_reply()
 
     def run(self) -> None:
         """Until EOF. Raises RsyslogGone if stdout closes first."""
         buf = bytearray()
         dropped = 0  # bytes of the current line beyond max_line_bytes
+        # One reusable buffer: no large allocation per read (os.read would
+        # allocate and shrink a _READ_SIZE object for every message).
+        reader = io.FileIO(self.in_fd, "rb", closefd=False)
+        rbuf = bytearray(_READ_SIZE)
+        rview = memoryview(rbuf)
         poller = select.poll()
         poller.register(self.in_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while True:
@@ -101,9 +111,10 @@ class OmprogLoop:
             timeout_ms = -1 if wait is None else max(0, int(wait * 1000) + 1)
             if not poller.poll(timeout_ms):
                 continue
-            chunk = os.read(self.in_fd, _READ_SIZE)
-            if not chunk:
+            n = reader.readinto(rbuf)
+            if not n:
                 break
+            chunk = rview[:n].tobytes()
             start = 0
             while True:
                 nl = chunk.find(b"\n", start)

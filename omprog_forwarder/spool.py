@@ -37,8 +37,7 @@ import re
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from omprog_forwarder.errors import SpoolError
 
@@ -52,6 +51,7 @@ _WINDOW_RE = re.compile(r"^(\d{8}T\d{6}Z)-")
 _HEX = b"0123456789abcdef"
 SEGMENT_INITIAL_BYTES = 1024 * 1024
 RELEASE_CHUNK_BYTES = 256 * 1024
+STILLBORN_AGE_SECONDS = 60.0
 
 
 # ---------------------------------------------------------------- records
@@ -106,8 +106,7 @@ def new_batch_id(window: str) -> str:
     return f"{window}-{random_hex(8)}"
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(NamedTuple):
     """A sealed batch file in ready/ or dead/."""
 
     path: str
@@ -334,12 +333,41 @@ class Spool:
             )
         return []
 
+    def _remove_stillborn(self) -> None:
+        """Remove `*.seg.new` files left by an instance killed inside new_segment().
+
+        Nothing is ever written to a segment before its rename into place, so
+        an unlocked `.new` file is empty and holds no line. Only files older than
+        a minute are touched: a fresh one may be between its creation and its lock.
+        """
+        try:
+            names = [n for n in os.listdir(self.open_dir) if n.endswith(SEG_SUFFIX + ".new")]
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(self.open_dir, name)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                if time.time() - os.fstat(fd).st_mtime < STILLBORN_AGE_SECONDS:
+                    continue
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+                log.info("removed %s, left empty by an instance that died starting it", name)
+            except (BlockingIOError, FileNotFoundError):
+                pass  # being created right now, or already gone
+            finally:
+                os.close(fd)
+
     def adopt_orphans(self) -> list[Batch]:
         """Seal the segments whose owner died (their flock is free).
 
         A torn last record is cut first. Lines a dead instance answered
         DEFER_COMMIT are kept: rsyslog 8.2302 never resends them.
         """
+        self._remove_stillborn()
         sealed = []
         for path in self.open_segments():
             try:

@@ -260,6 +260,16 @@ class FakeClock:
 WINDOW_START = 1795734600.0
 
 
+class LoopDrivenBatcher(Batcher):
+    """A Batcher whose on_message also runs what the omprog loop runs after the
+    reply (`after_reply`), so in-process tests see the state the loop leaves."""
+
+    def on_message(self, line: bytes, truncated: int) -> bytes:
+        status = super().on_message(line, truncated)
+        self.after_reply()
+        return status
+
+
 @dataclass
 class Rig:
     """A Batcher on a real spool in tmp, with a fake monotonic clock and a fake wall clock."""
@@ -298,4 +308,4 @@ def make_rig(
     spool = spool or Spool(str(root)).create()
     clock = FakeClock(1000.0)
     wall = FakeClock(WINDOW_START + wall_offset)
-    return Rig(Batcher(cfg, spool, clock=clock, wall=wall), spool, clock, wall, root)
+    return Rig(LoopDrivenBatcher(cfg, spool, clock=clock, wall=wall), spool, clock, wall, root)

@@ -282,6 +282,9 @@ class Recorder:
         self.events.append(("commit", b"", 0))
         return protocol.OK
 
+    def after_reply(self) -> None:
+        pass
+
     def on_tick(self) -> float:
         return 60.0
 

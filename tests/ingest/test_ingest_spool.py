@@ -253,3 +253,24 @@ def test_usage_counts_every_file_in_open_ready_and_dead_but_not_state(tmp_path: 
     assert len(os.listdir(spool.dead_dir)) == 2, "the batch and its .why"
     assert spool.usage() == on_disk
     assert on_disk >= len(encode_record(b"a" * 100)) + 210 + 310
+
+
+def test_a_stillborn_segment_of_a_dead_instance_is_removed(tmp_path):
+    """An instance killed between creating `X.seg.new` and renaming it leaves an
+    empty file; a later adoption removes it (a live or a fresh one stays)."""
+    spool = Spool(str(tmp_path / "spool")).create()
+    dead = os.path.join(spool.open_dir, "20261126T231000Z-1-aaaa.seg.new")
+    open(dead, "wb").close()
+    os.utime(dead, (1, 1))  # long ago
+    fresh = os.path.join(spool.open_dir, "20261126T231000Z-3-cccc.seg.new")
+    open(fresh, "wb").close()  # may be between its creation and its lock
+    live = os.path.join(spool.open_dir, "20261126T231000Z-2-bbbb.seg.new")
+    fd = os.open(live, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert spool.adopt_orphans() == []
+        assert not os.path.exists(dead)
+        assert os.path.exists(live)
+        assert os.path.exists(fresh)
+    finally:
+        os.close(fd)

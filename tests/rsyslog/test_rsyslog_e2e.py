@@ -33,8 +33,11 @@ def spool_records(spool_dir: str, folders: tuple[str, ...] = ("ready", "open")) 
     lines: list[bytes] = []
     for folder in folders:
         for path in sorted(glob.glob(os.path.join(spool_dir, folder, "*"))):
-            with open(path, "rb") as fh:
-                got, _ = decode_records(fh.read())
+            try:
+                with open(path, "rb") as fh:
+                    got, _ = decode_records(fh.read())
+            except FileNotFoundError:
+                continue  # sealed meanwhile (only while waiting; final checks run after a stop)
             lines.extend(got)
     return lines
 
