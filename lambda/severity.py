@@ -66,9 +66,8 @@ def severity_number(value: Union[str, int, None]) -> Optional[int]:
         return value if 0 <= value <= 7 else None
     if isinstance(value, str):
         text = value.strip().lower()
-        if text.isdigit() and len(text) == 1:
-            num = int(text)
-            return num if num <= 7 else None
+        if len(text) == 1 and "0" <= text <= "7":  # not isdigit(): "¹" is a digit too
+            return int(text)
         return SEVERITY_BY_NAME.get(text)
     return None
 

@@ -1,0 +1,274 @@
+"""AWS Lambda entry point: a thin sequence over the pure modules beside it.
+
+``lambda_handler`` → settings → :mod:`request` (decode, bound, validate) →
+:mod:`identity` (who is calling) → :mod:`archive` (parse, encode, write once)
+→ :mod:`alerts` (Slack). Every side effect (S3, Cognito, HTTP, clock, sleep,
+environment) comes in through :class:`Dependencies`, created lazily, so tests
+run the same code against moto and a loopback Slack.
+
+Every outcome is a deliberate status with a JSON body: API Gateway would turn
+an escaped exception into a 502 that neither a device nor an operator can act
+on. The function never writes log *lines* to its own logs (they can hold
+secrets and would double the cost); it writes one structured JSON line per
+request with ids, counts, outcome and duration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import alerts
+import archive
+import identity
+import request
+from errors import RequestError
+from settings import Settings, load_settings
+
+LOGGER = logging.getLogger("omprog_forwarder.lambda")
+LOGGER.setLevel(logging.INFO)
+
+#: Per-container counters, reported in every log line (they survive warm starts).
+COUNTERS: dict[str, int] = {}
+#: Upper bound of time spent on Slack for one batch, seconds.
+SLACK_BUDGET = 10.0
+#: Time kept back for answering after Slack, seconds.
+SAFETY_MARGIN = 1.5
+
+_clients: dict[str, Any] = {}
+_alerts_off_logged = False
+
+
+@dataclass
+class Dependencies:
+    """Everything the handler touches outside its own memory."""
+
+    s3: Callable[[], Any]
+    cognito: Callable[[], Any]
+    transport: alerts.Transport
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    environ: Mapping[str, str]
+
+
+def _client(service: str) -> Any:
+    """A boto3 client per container, built on first use (never at import)."""
+    client = _clients.get(service)
+    if client is None:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            service,
+            config=Config(
+                connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+            ),
+        )
+        _clients[service] = client
+    return client
+
+
+def default_dependencies() -> Dependencies:
+    return Dependencies(
+        s3=lambda: _client("s3"),
+        cognito=lambda: _client("cognito-idp"),
+        transport=alerts.urllib_transport,
+        sleep=time.sleep,
+        clock=time.monotonic,
+        environ=os.environ,
+    )
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    """The Lambda entry point named in the deployment."""
+    return handle(event, context, default_dependencies())
+
+
+def handle(event: Any, context: Any, deps: Dependencies) -> dict[str, Any]:
+    """Answer one invocation; never raises."""
+    started = deps.clock()
+    log: dict[str, Any] = {"event": "batch", "request_id": _request_id(event, context)}
+    try:
+        status, body = _handle(event, context, deps, log)
+    except RequestError as exc:
+        status, body = exc.status, exc.body()
+        log.update(error=exc.code, field=exc.field, reason=exc.message)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a 502
+        status = 500
+        body = {
+            "error": "internal_error",
+            "message": "the function failed; the batch was not archived",
+        }
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        # Type and place only: an exception's message may quote log text.
+        log.update(
+            error="internal_error",
+            exception=type(exc).__name__,
+            where=f"{os.path.basename(frame.filename)}:{frame.lineno}",
+        )
+    _count(f"status_{status}")
+    log["status"] = status
+    log["duration_ms"] = round((deps.clock() - started) * 1000, 1)
+    log["counters"] = dict(COUNTERS)
+    LOGGER.info(json.dumps(log, sort_keys=True, default=str))
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body),
+    }
+
+
+def _handle(
+    event: Any, context: Any, deps: Dependencies, log: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    settings = load_settings(deps.environ)
+    kind = request.event_kind(event)
+    log["kind"] = kind
+    batch = request.read_batch(event, kind, settings.max_batch_bytes)
+    device = identity.resolve_device(
+        event,
+        batch.device_id,
+        require_identity=settings.require_identity,
+        user_pool_id=settings.user_pool_id,
+        identity_pool_id=settings.identity_pool_id,
+        cognito=deps.cognito,
+    )
+    batch_id = batch.batch_id or request.derive_batch_id(device, batch)
+    log.update(
+        device=device,
+        batch=batch_id,
+        lines=len(batch.logs),
+        body_bytes=batch.body_bytes,
+        batch_id_derived=batch.batch_id is None,
+    )
+    if not batch.logs:
+        return 200, _accepted(device, 0, None, 0, duplicate=False, alert_status="none")
+
+    key = archive.object_key(settings.log_prefix, batch.timestamp, device, batch_id)
+    collector = alerts.AlertCollector()
+    encoded = archive.encode_batch(
+        batch.logs, device, batch_id, batch.timestamp, settings.alert_min_severity, collector.add
+    )
+    log.update(
+        key=key,
+        unparsed=encoded.unparsed,
+        parser_errors=encoded.parser_errors,
+        formats=encoded.formats,
+        stored_bytes=len(encoded.body),
+        alert_lines=collector.lines,
+    )
+    created = archive.put_once(
+        deps.s3(),
+        settings.bucket_name,
+        key,
+        encoded.body,
+        {"device-id": device, "batch-id": batch_id, "lines": str(encoded.lines)},
+    )
+    if not created:
+        _count("duplicates")
+        log.update(duplicate=True, alert_status="skipped_duplicate")
+        return 200, _accepted(
+            device, encoded.lines, key, 0, duplicate=True, alert_status="skipped_duplicate"
+        )
+    _count("lines_archived", encoded.lines)
+    result = _alert(settings, collector, device, batch_id, key, context, deps)
+    _count(f"slack_{result.status}")
+    log.update(
+        duplicate=False,
+        alert_status=result.status,
+        slack_attempts=result.attempts,
+        slack_http_status=result.http_status,
+        slack_reason=result.reason or None,
+    )
+    return 200, _accepted(
+        device, encoded.lines, key, collector.lines, duplicate=False, alert_status=result.status
+    )
+
+
+def _alert(
+    settings: Settings,
+    collector: alerts.AlertCollector,
+    device: str,
+    batch_id: str,
+    key: str,
+    context: Any,
+    deps: Dependencies,
+) -> alerts.SendResult:
+    """Send the batch's alert; whatever happens, the batch is already archived."""
+    global _alerts_off_logged
+    if not collector.lines:
+        return alerts.SendResult("none")
+    if not settings.webhook_url:
+        if not _alerts_off_logged:
+            _alerts_off_logged = True
+            LOGGER.warning(json.dumps({"event": "alerts_off", "reason": "WEBHOOK_URL is empty"}))
+        return alerts.SendResult("off", reason="WEBHOOK_URL is empty")
+    try:
+        payload = alerts.build_message(
+            collector,
+            device_id=device,
+            batch_id=batch_id,
+            location=f"s3://{settings.bucket_name}/{key}",
+            threshold_name=settings.alert_min_severity_name,
+        )
+    except Exception as exc:  # noqa: BLE001 - an alert bug must not fail an archived batch
+        return alerts.SendResult("invalid", reason=f"build failed: {type(exc).__name__}")
+    return alerts.send(
+        settings.webhook_url,
+        payload,
+        transport=deps.transport,
+        sleep=deps.sleep,
+        clock=deps.clock,
+        budget=_slack_budget(context),
+    )
+
+
+def _slack_budget(context: Any) -> float:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    budget = SLACK_BUDGET
+    if callable(remaining):
+        try:
+            budget = min(budget, remaining() / 1000.0 - SAFETY_MARGIN)
+        except Exception:  # noqa: BLE001 - a strange context must not cost the alert
+            pass
+    return max(budget, 0.0)
+
+
+def _accepted(
+    device: str,
+    lines: int,
+    key: Optional[str],
+    alert_lines: int,
+    *,
+    duplicate: bool,
+    alert_status: str,
+) -> dict[str, Any]:
+    return {
+        "accepted": lines,
+        "key": key,
+        "alerts": alert_lines,
+        "duplicate": duplicate,
+        "alert_status": alert_status,
+        # The published how-to's senders print this sentence; keep it for them.
+        "message": f"This is {device}. We accepted your logs",
+    }
+
+
+def _request_id(event: Any, context: Any) -> Optional[str]:
+    request_id = getattr(context, "aws_request_id", None)
+    if isinstance(request_id, str):
+        return request_id
+    if isinstance(event, dict) and isinstance(event.get("requestContext"), dict):
+        value = event["requestContext"].get("requestId")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _count(name: str, amount: int = 1) -> None:
+    COUNTERS[name] = COUNTERS.get(name, 0) + amount

@@ -1,0 +1,296 @@
+"""Shared fixtures for the Lambda tests: moto AWS, a loopback Slack, and the handler's dependencies.
+
+``lambda`` is a Python keyword, so the function's directory goes on
+``sys.path`` and its modules are imported by their own names (``handler``,
+``parsing``, ...). Nothing here talks to anything but moto and 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+for _path in (ROOT / "lambda", ROOT / "tests" / "events"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import alerts  # noqa: E402
+import handler  # noqa: E402
+import identity  # noqa: E402
+
+BUCKET = "omprog-test-logs"
+DEVICE = "pi-kitchen-01"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test is a cold container: no cached usernames, counters or clients, fake AWS creds."""
+    identity.clear_cache()
+    handler.COUNTERS.clear()
+    monkeypatch.setattr(handler, "_alerts_off_logged", False)
+    monkeypatch.setattr(handler, "_clients", {})
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@dataclass
+class CognitoSetup:
+    client: Any
+    user_pool_id: str
+    identity_pool_id: str
+    subs: dict[str, str]
+
+    def add_device(self, name: str, enabled: bool = True) -> str:
+        """Register a device user (idempotent: the pool lives for a whole test module)."""
+        if name not in self.subs:
+            self.client.admin_create_user(
+                UserPoolId=self.user_pool_id, Username=name, MessageAction="SUPPRESS"
+            )
+            user = self.client.admin_get_user(UserPoolId=self.user_pool_id, Username=name)
+            self.subs[name] = next(a["Value"] for a in user["UserAttributes"] if a["Name"] == "sub")
+        if enabled:
+            self.client.admin_enable_user(UserPoolId=self.user_pool_id, Username=name)
+        else:
+            self.client.admin_disable_user(UserPoolId=self.user_pool_id, Username=name)
+        return self.subs[name]
+
+
+@dataclass
+class AwsWorld:
+    s3: Any
+    cognito: CognitoSetup
+
+
+@pytest.fixture(scope="module")
+def _aws_world() -> Iterator[AwsWorld]:
+    """moto for one test module: clients and pools are built once (a moto user pool takes
+    ~0.3 s to create); the bucket is emptied before each test by ``s3``.
+
+    Module scope, not session: a mock left active would capture other suites' AWS calls.
+    """
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        idp = boto3.client("cognito-idp", region_name="eu-west-1")
+        pool = idp.create_user_pool(PoolName="devices")["UserPool"]["Id"]
+        identity_pool = boto3.client(
+            "cognito-identity", region_name="eu-west-1"
+        ).create_identity_pool(IdentityPoolName="devices", AllowUnauthenticatedIdentities=False)[
+            "IdentityPoolId"
+        ]
+        cognito = CognitoSetup(idp, pool, identity_pool, {})
+        cognito.add_device(DEVICE)
+        yield AwsWorld(s3, cognito)
+
+
+@pytest.fixture
+def s3(_aws_world: AwsWorld) -> Any:
+    """The moto S3 client, with an empty ``BUCKET``."""
+    client = _aws_world.s3
+    while True:
+        listed = client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        if not listed:
+            return client
+        client.delete_objects(
+            Bucket=BUCKET, Delete={"Objects": [{"Key": o["Key"]} for o in listed]}
+        )
+
+
+@pytest.fixture
+def cognito(_aws_world: AwsWorld) -> CognitoSetup:
+    """A moto user pool holding the device ``DEVICE`` (enabled), and an identity pool id."""
+    _aws_world.cognito.add_device(DEVICE)
+    return _aws_world.cognito
+
+
+@dataclass
+class SlackSink:
+    """A loopback stand-in for a Slack incoming webhook: records posts, answers from a script."""
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return [r["json"] for r in self.requests]
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackSink]:
+    sink = SlackSink(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            length = int(self.headers.get("Content-Length", "0"))
+            data = self.rfile.read(length)
+            with lock:
+                sink.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(data)}
+                )
+                status, headers, body = sink.script.pop(0) if sink.script else (200, {}, b"ok")
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    sink.url = f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX"
+    try:
+        yield sink
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class FakeClock:
+    """Monotonic time that only moves when the code under test sleeps (or a test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@dataclass
+class Rig:
+    """The handler wired to moto, the loopback Slack and a fake clock; ``env`` is editable."""
+
+    deps: handler.Dependencies
+    env: dict[str, str]
+    s3: Any
+    cognito: CognitoSetup
+    slack: SlackSink
+    clock: FakeClock
+
+    def call(self, event: Any, context: Any = None) -> tuple[int, dict[str, Any]]:
+        response = handler.handle(event, context, self.deps)
+        assert set(response) == {"statusCode", "headers", "body"}
+        assert response["headers"]["Content-Type"] == "application/json"
+        return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.fixture
+def rig(s3: Any, cognito: CognitoSetup, slack: SlackSink, clock: FakeClock) -> Rig:
+    env = {
+        "BUCKET_NAME": BUCKET,
+        "WEBHOOK_URL": slack.url,
+        "USER_POOL_ID": cognito.user_pool_id,
+        "IDENTITY_POOL_ID": cognito.identity_pool_id,
+    }
+    deps = handler.Dependencies(
+        s3=lambda: s3,
+        cognito=lambda: cognito.client,
+        transport=alerts.urllib_transport,
+        sleep=clock.sleep,
+        clock=clock,
+        environ=env,
+    )
+    return Rig(deps, env, s3, cognito, slack, clock)
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (an S3 or Slack that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def slack_problems(payload: dict[str, Any]) -> list[str]:
+    """Slack's documented limits and our escaping rule, checked independently of alerts.py,
+    plus slack_sdk's own block validation."""
+    from slack_sdk.models.blocks import Block
+
+    problems = []
+    blocks = payload["blocks"]
+    if len(blocks) > 50:
+        problems.append("more than 50 blocks")
+    if not payload.get("text") or len(payload["text"]) > 40000:
+        problems.append("text missing or over 40000")
+    texts = [payload["text"]]
+    for block in blocks:
+        Block.parse(block).validate_json()  # raises SlackObjectFormationError
+        if block["type"] == "header":
+            if len(block["text"]["text"]) > 150:
+                problems.append("header over 150")
+            texts.append(block["text"]["text"])
+        elif block["type"] == "section":
+            if len(block["text"]["text"]) > 3000:
+                problems.append("section text over 3000")
+            if len(block.get("fields", [])) > 10:
+                problems.append("over 10 fields")
+            texts.append(block["text"]["text"])
+            for item in block.get("fields", []):
+                if len(item["text"]) > 2000:
+                    problems.append("field over 2000")
+                if item.get("type") == "mrkdwn" and item.get("verbatim") is not True:
+                    problems.append("mrkdwn field not verbatim")
+                texts.append(item["text"])
+        elif block["type"] == "context":
+            assert len(block["elements"]) <= 10
+            texts.extend(e["text"] for e in block["elements"])
+    for text in texts:
+        if "<" in text or ">" in text:
+            problems.append(f"raw angle bracket: {text[:80]!r}")
+        if "&" in text.replace("&amp;", "").replace("&lt;", "").replace("&gt;", ""):
+            problems.append(f"raw ampersand: {text[:80]!r}")
+    return problems
+
+
+@pytest.fixture(name="slack_problems")
+def _slack_problems_fixture() -> Any:
+    """The payload checker, as a fixture (test modules do not import conftest)."""
+    return slack_problems
+
+
+@pytest.fixture(name="closed_port")
+def _closed_port_fixture() -> int:
+    return closed_port()
+
+
+@pytest.fixture
+def bucket() -> str:
+    """The moto bucket the ``s3`` fixture creates."""
+    return BUCKET
