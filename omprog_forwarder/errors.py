@@ -4,19 +4,34 @@
     ├── FatalError                  the program cannot work: say why and exit non-zero,
     │   │                           rsyslog keeps the messages and restarts it later
     │   ├── ConfigError             a bad key or value; the message names both
-    │   └── SpoolError              the spool directory cannot be opened or written
+    │   ├── SpoolError              the spool directory cannot be opened or written
+    │   ├── UsageError              a command was asked for something that is not there
+    │   │                           (e.g. `replay` of a batch that is not in dead/)
+    │   └── AuthError               Cognito refused the device's login (wrong password,
+    │                               user disabled, MFA asked), or the API kept answering
+    │                               401/403 after the credentials were renewed: the
+    │                               shipper stops, every batch stays in ready/
     ├── RecoverableError            this message cannot be taken now: answer an error
     │   │                           status line, rsyslog retries the same message
     │   └── SpoolFullError          the spool reached max_spool_bytes
     └── SendError                   the shipper could not deliver a batch
         ├── TransientSendError      retry later (429, 5xx, timeouts, connection errors)
-        └── PermanentSendError      the API refused the batch for good: it goes to dead/
+        │   └── AuthUnavailableError  Cognito unreachable, throttled or failing: the
+        │                           same retry policy applies as for the API
+        ├── PermanentSendError      the API refused the batch for good: it goes to dead/
+        ├── BatchTooLargeError      413: the batch is split in two, never dropped
+        └── CredentialsRejectedError  401/403 for the signature or the credentials:
+            │                       renew the credentials once and resend
+            └── ClockSkewError      403 "Signature expired" / "not yet current": sign
+                                    again with the time taken from the response's Date
 
-The shipper's authentication errors live beside these in the same tree once
-the shipper exists; nothing here imports anything outside the standard library.
+Messages never contain a password, a client secret, a token or a secret key.
+Nothing here imports anything outside the standard library.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 
 class ForwarderError(Exception):
@@ -50,8 +65,63 @@ class SendError(ForwarderError):
 
 
 class TransientSendError(SendError):
-    pass
+    """`retry_after` (seconds) is the server's Retry-After, when it sent one."""
+
+    def __init__(
+        self, message: str, status: Optional[int] = None, retry_after: Optional[float] = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class PermanentSendError(SendError):
-    pass
+    """`status` and `body` (an excerpt of the response) go into the batch's .why file."""
+
+    def __init__(self, message: str, status: Optional[int] = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class UsageError(FatalError):
+    exit_code = 2
+
+
+class AuthError(FatalError):
+    """The device cannot authenticate; an operator has to act (exit 77, EX_NOPERM)."""
+
+    exit_code = 77
+
+
+class AuthUnavailableError(TransientSendError):
+    """Cognito could not be reached or failed; retried like an API outage."""
+
+
+class BatchTooLargeError(SendError):
+    """The API answered 413: split, do not dead-letter (that is the caller's policy)."""
+
+    def __init__(self, message: str, status: int = 413, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class CredentialsRejectedError(SendError):
+    """The API refused the signature or the credentials (401/403)."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ClockSkewError(CredentialsRejectedError):
+    """403 because the request time is too far from the server's.
+
+    `server_time` is the server's clock (epoch seconds) when it answered, or
+    None when the response said nothing usable about it.
+    """
+
+    def __init__(self, message: str, server_time: Optional[float], status: int = 403) -> None:
+        super().__init__(message, status)
+        self.server_time = server_time

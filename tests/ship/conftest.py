@@ -1,0 +1,108 @@
+"""Fixtures for the shipper's tests: moto Cognito, the loopback gateway, a spool, clocks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from support.gateway import Gateway
+from support.moto_cognito import MOTO_ACCESS_KEY, MOTO_CALLER, Device, MotoCognito
+
+from omprog_forwarder import config
+from omprog_forwarder.spool import Batch, Spool
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the code under test sleeps (or a test says)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+        self.on_sleep: Callable[[int], None] = lambda n: None
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+        self.on_sleep(len(self.sleeps))
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture(autouse=True)
+def _isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No host AWS settings leak in; nothing tries instance metadata."""
+    for name in list(os.environ):
+        if (
+            name.startswith("AWS_")
+            or name.startswith("OMPROG_FORWARDER_")
+            or name == "COGNITO_JWKS"
+        ):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoCognito]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with MotoCognito("eu-west-1") as server:
+        yield server
+
+
+@pytest.fixture
+def device(moto: MotoCognito, monkeypatch: pytest.MonkeyPatch) -> Device:
+    """A freshly provisioned device; boto3 in this test talks to moto."""
+    dev = moto.provision(f"dev-{secrets.token_hex(4)}")
+    for k, v in dev.environ().items():
+        monkeypatch.setenv(k, v)
+    return dev
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    """Accepts moto's (constant) identity-pool credentials."""
+    with Gateway({MOTO_ACCESS_KEY: MOTO_CALLER}) as gw:
+        yield gw
+
+
+@pytest.fixture
+def spool(tmp_path: Any) -> Spool:
+    return Spool(str(tmp_path / "spool")).create()
+
+
+@pytest.fixture
+def make_cfg(device: Device, gateway: Gateway, spool: Spool) -> Callable[..., config.Config]:
+    def make(**overrides: Any) -> config.Config:
+        values = {
+            **device.config_values(),
+            "endpoint_url": gateway.url,
+            "spool_dir": spool.root,
+            **overrides,
+        }
+        return config.load(None, values, environ={})
+
+    return make
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def seal(spool: Spool) -> Callable[..., Batch]:
+    """Put a sealed batch in ready/ as ingest would leave it."""
+
+    def make(window: str, lines: list[bytes], batch_id: str = "") -> Batch:
+        return spool.write_batch(batch_id or f"{window}-{secrets.token_hex(8)}", lines)
+
+    return make
