@@ -10,6 +10,7 @@ refusal and drop has a named counter and one log line.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import json
 import logging
@@ -17,7 +18,9 @@ import math
 import os
 import re
 import shlex
+import sys
 import time
+from collections.abc import Sequence
 from typing import Callable, Optional
 
 from omprog_forwarder import protocol
@@ -132,8 +135,10 @@ class Batcher:
         spool: Spool,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        run_options: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
+        self.run_options = list(run_options)
         self.spool = spool
         self.clock = clock
         self.wall = wall
@@ -248,20 +253,36 @@ class Batcher:
         self.shipper_pid = None
         return False
 
+    def ship_argv(self) -> Optional[list[str]]:
+        """The shipper's command line, or None when shipping is off.
+
+        `auto` (the default) runs this package's `ship` with the options this
+        `run` got, once an endpoint is configured; `off` or empty disables it;
+        anything else is a command line of its own.
+        """
+        command = self.cfg.ship_command
+        if command in ("", "off"):
+            return None
+        if command == "auto":
+            if not self.cfg.endpoint_url:
+                return None
+            return [sys.executable, "-m", "omprog_forwarder", "ship", *self.run_options]
+        return shlex.split(command)
+
     def spawn_shipper(self) -> None:
-        """Start `ship_command` fully detached; never wait for it."""
-        if not self.cfg.ship_command or self.shipper_running():
-            return  # off, or still running: it picks up the new batch itself
-        log_path = self.spool.state_path("ship.log")
+        """Start the shipper fully detached; never wait for it."""
+        if self.shipper_running():
+            return  # still running: it picks up the new batch itself
         try:
-            if os.path.getsize(log_path) > SHIP_LOG_MAX_BYTES:
-                os.replace(log_path, log_path + ".1")
-        except FileNotFoundError:
-            pass
-        try:
-            argv = shlex.split(self.cfg.ship_command)
+            argv = self.ship_argv()
+            if argv is None:
+                return
             if not argv:
                 raise ValueError("empty command")
+            log_path = self.spool.state_path("ship.log")
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.getsize(log_path) > SHIP_LOG_MAX_BYTES:
+                    os.replace(log_path, log_path + ".1")
             # New session; stdin and stdout from /dev/null, stderr to a log
             # file: nothing the child writes can reach the protocol pipe.
             # (os.posix_spawn, not subprocess: keeps the ingest process small.)

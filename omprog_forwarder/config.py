@@ -118,7 +118,7 @@ class Config(NamedTuple):
     begin_transaction_mark: str = "BEGIN TRANSACTION"
     commit_transaction_mark: str = "COMMIT TRANSACTION"
     dedup_window: int = 8192
-    ship_command: str = ""
+    ship_command: str = "auto"
     log_level: str = "INFO"
     # shipper
     endpoint_url: str = ""

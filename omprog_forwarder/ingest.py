@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args)
         logging.getLogger().setLevel(cfg.log_level)
         spool = Spool(cfg.spool_dir).create()
-        batcher = Batcher(cfg, spool)
+        batcher = Batcher(cfg, spool, run_options=_options_for_ship(args))
     except ForwarderError as exc:
         return _fail_start(loop_out, str(exc), exc.exit_code)
     except Exception as exc:  # start-up must always answer rsyslog with a reason
@@ -72,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
             log.exception("could not seal on the way out; the next start adopts the segment")
         return 1
     return 0
+
+
+def _options_for_ship(args: argparse.Namespace) -> list[str]:
+    """The file options of this `run`, as absolute paths, for `ship_command = auto`."""
+    options = []
+    for flag, value in (
+        ("--config", args.config),
+        ("--env-file", args.env_file),
+        ("--spool-dir", args.spool_dir),
+    ):
+        if value:
+            options += [flag, os.path.abspath(value)]
+    return options
 
 
 def _fail_start(out: object, reason: str, code: int) -> int:

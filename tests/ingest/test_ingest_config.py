@@ -39,7 +39,7 @@ def ini(tmp_path: Path, body: str, mode: int = 0o600, name: str = "forwarder.ini
         ("urgent_min_interval", 10.0),
         ("begin_transaction_mark", "BEGIN TRANSACTION"),
         ("commit_transaction_mark", "COMMIT TRANSACTION"),
-        ("ship_command", ""),
+        ("ship_command", "auto"),
     ],
     ids=lambda v: str(v),
 )

@@ -125,3 +125,27 @@ def test_a_batch_adopted_at_start_up_starts_ship_command_too(tmp_path: Path) -> 
     make_rig(tmp_path / "spool", spool=spool, ship_command=shipper_command(tmp_path, marker))
     info = read_marker(marker)
     os.waitpid(info["pid"], 0)  # our child here (in-process): reap it
+
+
+def test_auto_ship_command_runs_this_package_ship_with_the_same_options(tmp_path: Path) -> None:
+    """The default `ship_command = auto` starts `python -m omprog_forwarder ship` with
+    run's own --spool-dir once an endpoint is set; the shipper then complains (no
+    Cognito settings here) into state/ship.log, which proves it ran on this spool."""
+    spool = tmp_path / "spool"
+    with Ingest(spool, settings={"endpoint_url": "https://api.invalid/prod/logs"}) as ingest:
+        assert ingest.send(b"a line") == b"OK"
+        code, _ = ingest.close()
+    assert code == 0
+    log = spool / "state" / "ship.log"
+    text = wait_for(
+        lambda: log.exists() and "the shipper needs" in log.read_text() and log.read_text()
+    )
+    assert "user_pool_id" in text
+
+
+def test_auto_ship_command_without_an_endpoint_starts_nothing(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path / "spool")
+    assert rig.batcher.cfg.ship_command == "auto"
+    rig.batcher.on_message(b"x", 0)
+    rig.batcher.on_eof()
+    assert "shipper_started" not in rig.spool.read_state("counters.json")
