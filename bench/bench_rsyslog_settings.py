@@ -27,7 +27,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from support.rsyslogd import Rsyslogd, forwarder_binary, send_lines, syslog_line  # noqa: E402
+from support.rsyslogd import (  # noqa: E402
+    Rsyslogd,
+    forwarder_binary,
+    forwarder_pids,
+    send_lines,
+    syslog_line,
+)
 
 from omprog_forwarder.spool import decode_records  # noqa: E402
 
@@ -95,20 +101,6 @@ def scenario_kill(tmp: str, n: int, overrides: dict[str, str]) -> dict[str, int]
             os.kill(pid, signal.SIGKILL)
         wait_total(spool_dir, n, 90)
     return verdict(spool_dir, n)
-
-
-def forwarder_pids(spool_dir: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    cmd = fh.read().split(b"\0")
-            except OSError:
-                continue
-            if b"omprog_forwarder" in cmd and spool_dir.encode() in cmd:
-                pids.append(int(entry))
-    return pids
 
 
 def main() -> int:

@@ -16,7 +16,14 @@ import signal
 import time
 
 import pytest
-from support.rsyslogd import RSYSLOGD, Rsyslogd, forwarder_binary, send_lines, syslog_line
+from support.rsyslogd import (
+    RSYSLOGD,
+    Rsyslogd,
+    forwarder_binary,
+    forwarder_pids,
+    send_lines,
+    syslog_line,
+)
 
 from omprog_forwarder.spool import decode_records
 
@@ -137,7 +144,7 @@ def test_forwarder_killed_mid_stream_loses_nothing(tmp_path, spool_dir):
         deadline = time.monotonic() + 30
         pids: list[int] = []
         while time.monotonic() < deadline and not pids:
-            pids = _forwarder_pids(spool_dir)
+            pids = forwarder_pids(spool_dir)
             time.sleep(0.02)
         assert pids, "the forwarder never started"
         while len(forwarded(spool_dir)) < n // 4 and time.monotonic() < deadline:
@@ -146,18 +153,3 @@ def test_forwarder_killed_mid_stream_loses_nothing(tmp_path, spool_dir):
             os.kill(pid, signal.SIGKILL)
         assert wait_for(spool_dir, n, timeout=90) >= n, rs.stderr()
     assert_exactly_once(spool_dir, n)
-
-
-def _forwarder_pids(spool_dir: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if b"omprog_forwarder" in cmd and spool_dir.encode() in cmd:
-            pids.append(int(entry))
-    return pids
