@@ -46,6 +46,7 @@ def collect(spool: Spool, now: float) -> dict[str, Any]:
         "counters": spool.read_state("counters.json"),
         "last_ship_success": ship.get("last_success"),
         "last_ship_error": ship.get("last_error"),
+        "clock_offset_seconds": spool.read_state("clock.json").get("offset_seconds"),
     }
 
 
@@ -68,6 +69,9 @@ def render(info: dict[str, Any]) -> str:
         else:  # ship.json is written by another program: show what is there
             shown = str(value)
         lines.append(f"{key.replace('_', ' '):<12} {shown}")
+    offset = info.get("clock_offset_seconds")
+    if offset:
+        lines.append(f"clock offset {offset} s (learnt from the API: this host's clock is off)")
     counters = info["counters"]
     lines.append("counters     " + ("-" if not counters else ""))
     lines.extend(f"  {k:<28} {v}" for k, v in sorted(counters.items()))

@@ -115,3 +115,16 @@ def test_status_command(spool: Spool, as_json: bool) -> None:
         assert info["ready"]["oldest_age_seconds"] >= time.time() - NOW + 99
     else:
         assert b"ready        2 batches, 5 lines" in proc.stdout
+
+
+def test_status_shows_the_clock_offset_the_shipper_learnt(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    info = status.collect(spool, time.time())
+    assert info["clock_offset_seconds"] is None
+    assert "clock offset" not in status.render(info)
+    spool.write_state(
+        "clock.json", {"offset_seconds": 3600.5, "measured_at": "2026-11-26T23:00:00+00:00"}
+    )
+    info = status.collect(spool, time.time())
+    assert info["clock_offset_seconds"] == 3600.5
+    assert "clock offset 3600.5 s" in status.render(info)
