@@ -50,6 +50,7 @@ _SEVERITY_BYTES = {name.encode(): num for name, num in SEVERITY_NAMES.items()}
 COUNTER_FLUSH_SECONDS = 10.0
 USAGE_RESCAN_SECONDS = 1.0
 SHIP_LOG_MAX_BYTES = 1024 * 1024
+SHIP_PENDING_POLL_SECONDS = 0.5
 
 
 _HEX_DIGITS = b"0123456789ABCDEFabcdef"
@@ -155,6 +156,7 @@ class Batcher:
         self.usage_added = 0
         self.usage_at = -math.inf
         self.shipper_pid: Optional[int] = None
+        self.ship_pending = False
         self.stored: Optional[tuple[bytes, Optional[bytes], int, float]] = None
         adopted = spool.adopt_orphans()
         for batch in adopted:
@@ -184,6 +186,10 @@ class Batcher:
                 with open(path, "rb") as fh:
                     lines, _ = decode_records(fh.read())
             except FileNotFoundError:
+                continue
+            except OSError as exc:  # one unreadable file must not stop ingest
+                self._count("unreadable_files")
+                log.error("cannot read %s for the dedup index: %s", path, exc)
                 continue
             uuids = [u for u in map(line_uuid, lines) if u]
             chosen.append(uuids)
@@ -272,7 +278,11 @@ class Batcher:
     def spawn_shipper(self) -> None:
         """Start the shipper fully detached; never wait for it."""
         if self.shipper_running():
-            return  # still running: it picks up the new batch itself
+            # It may already have listed ready/ for the last time: start
+            # another once it has exited (on_tick watches for that).
+            self.ship_pending = True
+            return
+        self.ship_pending = False
         try:
             argv = self.ship_argv()
             if argv is None:
@@ -391,8 +401,8 @@ class Batcher:
 
     def on_tick(self) -> Optional[float]:
         now = self.clock()
-        if self.shipper_pid is not None:
-            self.shipper_running()
+        if self.shipper_pid is not None and not self.shipper_running() and self.ship_pending:
+            self.spawn_shipper()
         seg = self.seg
         if seg is not None and self.uncommitted == 0:
             if now >= self.seg_deadline:
@@ -408,6 +418,8 @@ class Batcher:
         if now - self.counters_flushed_at >= COUNTER_FLUSH_SECONDS:
             self.flush_counters()
         waits = [COUNTER_FLUSH_SECONDS - (now - self.counters_flushed_at)]
+        if self.ship_pending:
+            waits.append(SHIP_PENDING_POLL_SECONDS)
         # Seal timers only matter once the open transaction is committed, and
         # its COMMIT arrives as input: until then, wait for input.
         if self.seg is not None and self.uncommitted == 0:

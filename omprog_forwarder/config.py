@@ -190,8 +190,19 @@ def read_file(path: str) -> dict[str, str]:
             parser.read_file(fh, source=path)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+    except configparser.Error as exc:
+        # configparser quotes the offending line, which may be a password:
+        # name the line number only.
+        lines = sorted({n for n, _ in getattr(exc, "errors", [])} | {getattr(exc, "lineno", 0)})
+        where = ", ".join(f"line {n}" for n in lines if n) or "its structure"
+        if getattr(exc, "option", None):  # a key name is not a secret; its value may be
+            where = f"key {exc.option!r}, {where}"
+        raise ConfigError(
+            f"cannot parse config file {path} ({type(exc).__name__} at {where}); "
+            f"it needs a [{SECTION}] section of `key = value` lines"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot parse config file {path}: it is not UTF-8 text") from None
     extra = [s for s in parser.sections() if s != SECTION]
     if extra:
         raise ConfigError(f"unknown section [{extra[0]}] in {path} (only [{SECTION}] is read)")

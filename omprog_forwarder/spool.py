@@ -160,13 +160,18 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     tmp = f"{path}.tmp-{os.getpid()}-{random_hex(3)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk must not fill up further with our leftovers
+        raise
     fsync_dir(os.path.dirname(path) or ".")
 
 
@@ -365,48 +370,54 @@ class Spool:
         """Seal the segments whose owner died (their flock is free).
 
         A torn last record is cut first. Lines a dead instance answered
-        DEFER_COMMIT are kept: rsyslog 8.2302 never resends them.
+        DEFER_COMMIT are kept: rsyslog 8.2302 never resends them. A segment
+        that cannot be read is logged and left for the operator: one bad
+        file must not stop ingest.
         """
         self._remove_stillborn()
         sealed = []
         for path in self.open_segments():
             try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue  # its owner sealed it meanwhile
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # alive
-            try:
-                if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                    os.close(fd)
-                    continue
-            except FileNotFoundError:
-                os.close(fd)
+                batch = self._adopt_one(path)
+            except OSError as exc:
+                log.error("cannot adopt %s (left in place): %s", path, exc)
                 continue
-            data = os.pread(fd, os.fstat(fd).st_size, 0)
-            lines, good = decode_records(data)
-            if good != len(data):
-                log.warning(
-                    "recovered %s: cut a torn tail of %d bytes after %d intact lines",
-                    os.path.basename(path),
-                    len(data) - good,
-                    len(lines),
-                )
-                os.ftruncate(fd, good)
-            m = _WINDOW_RE.match(os.path.basename(path))
-            window = m.group(1) if m else window_label(time.time())
-            seg = Segment(path, fd, window, size=good, lines=len(lines))
-            seg.unsynced = True
-            batch = self.seal(seg)
             if batch:
-                log.info(
-                    "adopted %s from a dead instance as %s", os.path.basename(path), batch.name
-                )
                 sealed.append(batch)
         return sealed
+
+    def _adopt_one(self, path: str) -> Optional[Batch]:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None  # its owner sealed it meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                raise FileNotFoundError(path)  # renamed and replaced meanwhile
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None  # alive, or gone
+        except OSError:
+            os.close(fd)
+            raise
+        lines, good = decode_records(data)
+        if data[good:].strip(b"\0"):
+            log.warning(
+                "recovered %s: cut a torn tail of %d bytes after %d intact lines",
+                os.path.basename(path),
+                len(data) - good,
+                len(lines),
+            )
+        m = _WINDOW_RE.match(os.path.basename(path))
+        window = m.group(1) if m else window_label(time.time())
+        seg = Segment(path, fd, window, size=good, lines=len(lines))
+        seg.unsynced = True
+        batch = self.seal(seg)  # finish() truncates to `good` and syncs
+        if batch:
+            log.info("adopted %s from a dead instance as %s", os.path.basename(path), batch.name)
+        return batch
 
     # -- batches ------------------------------------------------------
 

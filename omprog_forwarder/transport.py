@@ -159,7 +159,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float) -> Optional[float]
     value = (headers.get("Retry-After") or "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     when = _http_date(value)
     if when is None:
@@ -175,7 +175,10 @@ def server_time_from(headers: Mapping[str, str], message: str) -> Optional[float
         return when
     m = _SKEW_SERVER_TIME_RE.search(message)
     if m:
-        parsed = datetime.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ")
+        try:
+            parsed = datetime.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ")
+        except ValueError:
+            return None  # not a real time: treat as no server time
         return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()
     return None
 

@@ -269,3 +269,24 @@ def test_precedence_option_over_env_over_file_over_default(
         argv += [f"--{key.replace('_', '-')}", option]
     cfg = cli.load_config(cli._parser().parse_args(argv))
     assert getattr(cfg, key) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("password = hunter2-SECRET\n", id="no section header"),
+        pytest.param(
+            "[forwarder]\nregion = eu-west-1\npassword =\nhunter2-SECRET\n", id="wrapped value"
+        ),
+    ],
+)
+def test_a_config_file_that_does_not_parse_never_echoes_its_text(tmp_path: Path, text: str) -> None:
+    """configparser quotes the bad line, which may be the password: the error
+    names the file and the line number only."""
+    path = tmp_path / "forwarder.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    with pytest.raises(ConfigError) as err:
+        config.load(str(path), environ={})
+    assert "hunter2" not in str(err.value)
+    assert str(path) in str(err.value) and "line" in str(err.value)

@@ -149,3 +149,22 @@ def test_auto_ship_command_without_an_endpoint_starts_nothing(tmp_path: Path) ->
     rig.batcher.on_message(b"x", 0)
     rig.batcher.on_eof()
     assert "shipper_started" not in rig.spool.read_state("counters.json")
+
+
+def test_a_batch_sealed_while_the_shipper_is_exiting_gets_a_new_shipper(tmp_path: Path) -> None:
+    """The running shipper may already have listed ready/ for the last time: a seal
+    while it runs starts another one once it has exited, so no batch waits for the
+    next seal (or forever, on a quiet host)."""
+    slow = shlex.join([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    rig = make_rig(tmp_path / "spool", ship_command=slow)
+    rig.batcher.on_message(b"first", 0)
+    rig.batcher.seal("test")
+    rig.batcher.on_message(b"second", 0)
+    rig.batcher.seal("test")  # the first shipper is still running
+    assert rig.batcher.counters["shipper_started"] == 1
+    assert rig.batcher.ship_pending
+    wait_for(
+        lambda: rig.batcher.on_tick() is not None and rig.batcher.counters["shipper_started"] == 2,
+        what="a second shipper",
+    )
+    assert not rig.batcher.ship_pending

@@ -274,3 +274,25 @@ def test_a_stillborn_segment_of_a_dead_instance_is_removed(tmp_path):
         assert os.path.exists(fresh)
     finally:
         os.close(fd)
+
+
+def test_write_file_atomic_leaves_no_temp_file_when_the_write_fails(tmp_path, monkeypatch):
+    """On a full disk the temp file is removed, not left to fill it further."""
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_mod.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        spool_mod.write_file_atomic(str(tmp_path / "state.json"), b"{}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_unreadable_orphan_segment_does_not_stop_adoption(tmp_path):
+    spool = Spool(str(tmp_path / "spool")).create()
+    os.mkdir(os.path.join(spool.open_dir, "20261126T231000Z-1-aaaa.seg"))  # cannot be opened O_RDWR
+    good = os.path.join(spool.open_dir, "20261126T231000Z-2-bbbb.seg")
+    with open(good, "wb") as fh:
+        fh.write(encode_record(b"kept"))
+    batches = spool.adopt_orphans()
+    assert [b.read_lines() for b in batches] == [[b"kept"]]

@@ -262,3 +262,19 @@ def test_still_refused_after_renewal_stops_the_run_and_keeps_everything(
     assert [b.batch_id for b in spool.ready_batches()] == [first.batch_id, second.batch_id]
     assert spool.dead_batches() == []
     assert "after renewing" in spool.read_state("ship.json")["last_error"]["error"]
+
+
+@pytest.mark.parametrize(
+    "headers,message",
+    [
+        pytest.param({"Retry-After": "\u00b2"}, "", id="Retry-After: superscript two"),
+        pytest.param(
+            {}, "Signature expired: 20261399T000000Z is now earlier than", id="impossible date"
+        ),
+    ],
+)
+def test_odd_server_headers_never_crash_the_run(headers, message) -> None:
+    from omprog_forwarder import transport
+
+    assert transport.parse_retry_after(headers, 0.0) is None
+    assert transport.server_time_from(headers, message) is None
