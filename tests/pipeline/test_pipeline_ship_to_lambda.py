@@ -1,0 +1,154 @@
+"""The shipper and the Lambda agree: ingest -> ship -> SigV4 gateway -> handler -> S3.
+
+Real pieces end to end except AWS itself: `omprog-forwarder run` fills a spool
+from a stdin stream, `run_ship` logs in to moto's Cognito (server mode) and
+posts SigV4-signed gzip batches to the loopback gateway, which verifies the
+signature, builds the proxy event with the caller's Cognito identity and calls
+the real `lambda/handler.py`, which archives into moto's S3 (same server).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from support.gateway import Caller, Gateway, lambda_proxy
+from support.moto_cognito import MOTO_ACCESS_KEY, MOTO_CALLER, Device, MotoCognito
+
+from omprog_forwarder import config
+from omprog_forwarder.ship import run_ship
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "lambda") not in sys.path:
+    sys.path.insert(0, str(REPO / "lambda"))
+
+import alerts  # noqa: E402
+import handler  # noqa: E402
+
+BUCKET = "omprog-forwarder-archive"
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoCognito]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with MotoCognito("eu-west-1") as server:
+        yield server
+
+
+@pytest.fixture
+def device(moto: MotoCognito, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Device:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "OMPROG_FORWARDER_")) or name == "COGNITO_JWKS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    dev = moto.provision("pi-0001")
+    for k, v in dev.environ().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # the Lambda's own role, on moto
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return dev
+
+
+def caller_for(dev: Device) -> Caller:
+    """What API Gateway puts in requestContext.identity for this device's credentials."""
+    idp = boto3.client("cognito-idp", region_name=dev.region)
+    attrs = idp.admin_get_user(UserPoolId=dev.user_pool_id, Username=dev.username)
+    sub = next(a["Value"] for a in attrs["UserAttributes"] if a["Name"] == "sub")
+    provider = f"cognito-idp.{dev.region}.amazonaws.com/{dev.user_pool_id}"
+    identity = {
+        "cognitoIdentityPoolId": dev.identity_pool_id,
+        "cognitoIdentityId": f"{dev.region}:00000000-0000-0000-0000-000000000001",
+        "cognitoAuthenticationType": "authenticated",
+        "cognitoAuthenticationProvider": f"{provider},{provider}:CognitoSignIn:{sub}",
+    }
+    return Caller(MOTO_CALLER.secret_key, MOTO_CALLER.session_token, identity=identity)
+
+
+def feed_run(spool_dir: Path, lines: list[bytes]) -> None:
+    """`omprog-forwarder run` over a stdin stream (as rsyslog drives it), then EOF."""
+    stream = b"".join(x + b"\n" for x in lines)
+    proc = subprocess.run(
+        [sys.executable, "-m", "omprog_forwarder", "run", "--spool-dir", str(spool_dir)],
+        input=stream,
+        capture_output=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.split(b"\n")[:-1] == [b"OK"] * (len(lines) + 1)
+
+
+def json_line(i: int, severity: int) -> bytes:
+    record = (
+        f'{{"ts":"2026-11-26T23:14:{i % 60:02d}.534728+00:00", "host":"pi", '
+        f'"facility":"daemon", "severity":{severity}, "app":"sensor", "pid":"42", '
+        f'"msg":" reading {i} <!channel>", "uuid":"{i:032X}"}}'
+    )
+    return record.encode()
+
+
+def test_lines_from_run_arrive_once_in_s3_under_the_logged_in_device(device, tmp_path, monkeypatch):
+    s3 = boto3.client("s3", region_name=device.region)
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": device.region})
+    lambda_env = {
+        "BUCKET_NAME": BUCKET,
+        "USER_POOL_ID": device.user_pool_id,
+        "IDENTITY_POOL_ID": device.identity_pool_id,
+        "WEBHOOK_URL": "",
+    }
+    deps = handler.Dependencies(
+        s3=lambda: s3,
+        cognito=lambda: boto3.client("cognito-idp", region_name=device.region),
+        transport=alerts.urllib_transport,
+        sleep=lambda s: None,
+        clock=lambda: 0.0,
+        environ=lambda_env,
+    )
+    spool_dir = tmp_path / "spool"
+    lines = [json_line(i, 3 if i % 50 == 0 else 6) for i in range(200)]
+    lines.append(b"2024-12-30 22:50:33 raspberrypi daemon.info: dhcpcd[727]: wlan0: how-to line")
+    lines.append(b"\xff\xfe not UTF-8 #012 and a tab#011")
+    feed_run(spool_dir, lines)
+
+    with Gateway(
+        {MOTO_ACCESS_KEY: caller_for(device)},
+        on_request=lambda_proxy(lambda event, ctx: handler.handle(event, ctx, deps)),
+    ) as gw:
+        cfg = config.load(
+            None,
+            {**device.config_values(), "endpoint_url": gw.url, "spool_dir": str(spool_dir)},
+            environ={},
+        )
+        assert run_ship(cfg) == 0
+        assert run_ship(cfg) == 0  # nothing left: a second run sends nothing
+        statuses = [r.status for r in gw.received]
+
+    assert statuses and all(s == 200 for s in statuses), statuses
+    assert os.listdir(spool_dir / "ready") == []
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert keys and all(k.startswith("logs/dt=2026-11-") for k in keys)
+    assert all(f"/device={device.username}/" in k for k in keys)
+    records: list[dict[str, Any]] = []
+    for key in keys:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        records += [json.loads(x) for x in gzip.decompress(body).splitlines()]
+    assert len(records) == len(lines)
+    uuids = [r["uuid"] for r in records if r.get("uuid")]
+    assert sorted(uuids) == sorted(f"{i:032X}" for i in range(200))
+    assert {r["device_id"] for r in records} == {device.username}
+    errs = [r for r in records if r.get("severity_num") == 3]
+    assert len(errs) == 4 and all(r["severity"] == "err" for r in errs)
+    howto = next(r for r in records if "how-to line" in (r.get("msg") or ""))
+    assert howto["severity"] == "info" and howto["app"] == "dhcpcd"
+    assert any("\ufffd" in (r.get("raw") or r.get("msg") or "") for r in records)
