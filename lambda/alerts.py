@@ -24,6 +24,7 @@ for what slack_sdk does not check (block count, field length, escaping).
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -131,11 +132,16 @@ def _when(ts: Any) -> Optional[datetime]:
 def _span(first: Optional[datetime], last: Optional[datetime]) -> str:
     if first is None or last is None:
         return "time unknown"
-    start = first.strftime("%Y-%m-%d %H:%M:%S")
+    start = f"{_day(first)} {first:%H:%M:%S}"
     if last == first:
         return f"{start} UTC"
-    end = last.strftime("%H:%M:%S" if last.date() == first.date() else "%Y-%m-%d %H:%M:%S")
+    end = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{_day(last)} {last:%H:%M:%S}"
     return f"{start} – {end} UTC"
+
+
+def _day(when: datetime) -> str:
+    """``YYYY-MM-DD`` with the year zero-padded (``strftime("%Y")`` is not, on Linux)."""
+    return f"{when.year:04d}-{when.month:02d}-{when.day:02d}"
 
 
 def _mrkdwn(text: str) -> MarkdownTextObject:
@@ -311,9 +317,11 @@ def _retry_after(headers: dict[str, str]) -> float:
     for name, value in headers.items():
         if name.lower() == "retry-after":
             try:
-                return max(float(value), 0.0)
+                seconds = float(value)
             except ValueError:
                 return 1.0
+            # nan, inf or a negative wait would make sleep() raise or spin: not a wait.
+            return seconds if math.isfinite(seconds) and seconds >= 0 else 1.0
     return 1.0
 
 

@@ -98,7 +98,8 @@ def object_key(prefix: str, timestamp: datetime, device_id: str, batch_id: str) 
     day still finds its first copy. Both ids were checked against the id
     pattern before they get here.
     """
-    day = timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    d = timestamp.astimezone(timezone.utc)
+    day = f"{d.year:04d}-{d.month:02d}-{d.day:02d}"  # strftime("%Y") leaves year 5 as "5"
     return f"{prefix}dt={day}/device={device_id}/{batch_id}.jsonl.gz"
 
 

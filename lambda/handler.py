@@ -8,7 +8,11 @@ run the same code against moto and a loopback Slack.
 
 Every outcome is a deliberate status with a JSON body: API Gateway would turn
 an escaped exception into a 502 that neither a device nor an operator can act
-on. The function never writes log *lines* to its own logs (they can hold
+on. Once the batch is in S3 the answer is 200 whatever the alert step does.
+The how-to's own event shapes without a ``batch_id`` are answered exactly as
+the how-to's Lambda answered them (``{"statusCode": 200, "body": "\"This is
+DEVICE. We accepted your logs\""}``); every other 200 is the project's JSON
+object. The function never writes log *lines* to its own logs (they can hold
 secrets and would double the cost); it writes one structured JSON line per
 request with ids, counts, outcome and duration.
 """
@@ -117,6 +121,9 @@ def handle(event: Any, context: Any, deps: Dependencies) -> dict[str, Any]:
     log["duration_ms"] = round((deps.clock() - started) * 1000, 1)
     log["counters"] = dict(COUNTERS)
     LOGGER.info(json.dumps(log, sort_keys=True, default=str))
+    if isinstance(body, str):
+        # The how-to's sentence, answered exactly as its Lambda did (see _howto_answer).
+        return {"statusCode": status, "body": json.dumps(body)}
     return {
         "statusCode": status,
         "headers": {"Content-Type": "application/json"},
@@ -126,11 +133,11 @@ def handle(event: Any, context: Any, deps: Dependencies) -> dict[str, Any]:
 
 def _handle(
     event: Any, context: Any, deps: Dependencies, log: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, dict[str, Any] | str]:
     settings = load_settings(deps.environ)
     kind = request.event_kind(event)
     log["kind"] = kind
-    batch = request.read_batch(event, kind, settings.max_batch_bytes)
+    batch = request.read_batch(event, kind, settings.max_batch_bytes, settings.max_lines)
     device = identity.resolve_device(
         event,
         batch.device_id,
@@ -138,7 +145,23 @@ def _handle(
         user_pool_id=settings.user_pool_id,
         identity_pool_id=settings.identity_pool_id,
         cognito=deps.cognito,
+        clock=deps.clock,
     )
+    status, body = _archive_and_alert(batch, device, settings, context, deps, log)
+    if status == 200 and kind == request.KIND_MAPPING and batch.batch_id is None:
+        log["howto_answer"] = True
+        return status, _howto_answer(device)
+    return status, body
+
+
+def _archive_and_alert(
+    batch: request.Batch,
+    device: str,
+    settings: Settings,
+    context: Any,
+    deps: Dependencies,
+    log: dict[str, Any],
+) -> tuple[int, dict[str, Any]]:
     batch_id = batch.batch_id or request.derive_batch_id(device, batch)
     log.update(
         device=device,
@@ -176,8 +199,20 @@ def _handle(
         return 200, _accepted(
             device, encoded.lines, key, 0, duplicate=True, alert_status="skipped_duplicate"
         )
-    _count("lines_archived", encoded.lines)
-    result = _alert(settings, collector, device, batch_id, key, context, deps)
+    # The batch is archived: from here on nothing may answer anything but 200, or the
+    # device would resend a batch that is stored, meet the duplicate and never alert.
+    try:
+        _count("lines_archived", encoded.lines)
+        result = _alert(settings, collector, device, batch_id, key, context, deps)
+    except Exception as exc:  # noqa: BLE001 - an alert failure must not fail an archived batch
+        _count("alert_errors")
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        # Type and place only, as for any unexpected exception: the message may quote log text.
+        log.update(
+            alert_exception=type(exc).__name__,
+            alert_where=f"{os.path.basename(frame.filename)}:{frame.lineno}",
+        )
+        result = alerts.SendResult("failed", reason=f"alert step failed: {type(exc).__name__}")
     _count(f"slack_{result.status}")
     log.update(
         duplicate=False,
@@ -258,6 +293,13 @@ def _accepted(
         # The published how-to's senders print this sentence; keep it for them.
         "message": f"This is {device}. We accepted your logs",
     }
+
+
+def _howto_answer(device: str) -> str:
+    """The published how-to's answer, for its own event shapes (mapping template or
+    console test event: a top-level ``body``, no ``requestContext``) without a
+    ``batch_id``: its senders and its test event expect exactly this JSON string."""
+    return f"This is {device}. We accepted your logs"
 
 
 def _request_id(event: Any, context: Any) -> Optional[str]:

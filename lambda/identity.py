@@ -6,14 +6,26 @@ its device id; the user pool ``sub`` is the last part of
 ``cognitoAuthenticationProvider``. ``userArn``/``caller`` name the shared role
 session, the same for every device, so they are never used.
 
-The ``sub`` → username lookup (Cognito ``ListUsers``) is cached for the life
-of the container: a sub is immutable and names one user for good. Only hits
-are cached, so a device provisioned a minute ago is found at once.
+``requestContext`` is trusted only because the API uses the ``AWS_PROXY``
+(Lambda proxy) integration: there API Gateway builds that context itself from
+the verified SigV4 signature, and nothing the caller sends can set it. A
+non-proxy integration without a mapping template passes the request body
+through as the event, so a caller could forge a ``requestContext`` naming
+any device. Keep the proxy integration (or a mapping template that wraps the
+body, as the how-to's does) in front of this function.
+
+The ``sub`` → username lookup (Cognito ``ListUsers``) is cached per container
+for ``CACHE_TTL_SECONDS`` (10 minutes): a sub names one user for good, but a
+device that is disabled or deleted must be refused within that time by a warm
+container too. Only hits are cached, so a device provisioned a minute ago is
+found at once. Time comes from the caller's clock (the handler's
+``Dependencies.clock``), so tests move it.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Callable, Optional
 
 from errors import BadRequest, Forbidden, ServiceUnavailable
@@ -25,8 +37,11 @@ _PROVIDER_RE = re.compile(
     re.ASCII,
 )
 
-#: (user pool id, sub) → username, kept across warm invocations.
-_USERNAMES: dict[tuple[str, str], str] = {}
+#: How long a looked-up username is trusted without asking Cognito again, seconds.
+CACHE_TTL_SECONDS = 600.0
+
+#: (user pool id, sub) → (username, clock time it expires), kept across warm invocations.
+_USERNAMES: dict[tuple[str, str], tuple[str, float]] = {}
 
 
 def clear_cache() -> None:
@@ -55,15 +70,24 @@ def caller_sub(event: dict[str, Any], user_pool_id: str, identity_pool_id: str) 
     return match.group("sub")
 
 
-def username_for_sub(sub: str, user_pool_id: str, cognito: Callable[[], Any]) -> str:
-    """Map a ``sub`` to its username with ``ListUsers``, cached per container.
+def username_for_sub(
+    sub: str,
+    user_pool_id: str,
+    cognito: Callable[[], Any],
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Map a ``sub`` to its username with ``ListUsers``, cached per container for
+    ``CACHE_TTL_SECONDS`` of ``clock`` time.
 
     ``cognito`` is a factory so the client is only built on a cache miss.
     """
     key = (user_pool_id, sub)
+    now = clock()
     cached = _USERNAMES.get(key)
     if cached is not None:
-        return cached
+        if now < cached[1]:
+            return cached[0]
+        del _USERNAMES[key]
     try:
         # `sub` matched [0-9a-f-]{36} above, so it cannot break out of the filter's quotes.
         answer = cognito().list_users(UserPoolId=user_pool_id, Filter=f'sub = "{sub}"', Limit=1)
@@ -77,7 +101,7 @@ def username_for_sub(sub: str, user_pool_id: str, cognito: Callable[[], Any]) ->
     username = users[0]["Username"]
     if not ID_RE.match(username):
         raise Forbidden("this device's username cannot be used as a device id")
-    _USERNAMES[key] = username
+    _USERNAMES[key] = (username, now + CACHE_TTL_SECONDS)
     return username
 
 
@@ -89,6 +113,7 @@ def resolve_device(
     user_pool_id: str,
     identity_pool_id: str,
     cognito: Callable[[], Any],
+    clock: Callable[[], float] = time.monotonic,
 ) -> str:
     """The device id to archive under: the caller's, or (how-to mode) the body's."""
     if not require_identity:
@@ -96,7 +121,7 @@ def resolve_device(
             raise BadRequest("device_id is required", field="device_id")
         return claimed
     sub = caller_sub(event, user_pool_id, identity_pool_id)
-    device = username_for_sub(sub, user_pool_id, cognito)
+    device = username_for_sub(sub, user_pool_id, cognito, clock)
     if claimed is not None and claimed != device:
         raise Forbidden("device_id does not match the caller's identity", field="device_id")
     return device

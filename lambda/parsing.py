@@ -25,6 +25,8 @@ whoever sent it:
   ``"ts_assumed_utc": true``; an RFC 3164 year is taken from the batch time.
 * RFC 5424 ``MSGID`` and structured data are kept as ``msgid`` and ``sd`` when
   present, so that nothing of the line is lost.
+* A JSON line with keys other than the template's (``ts, host, facility,
+  severity, app, pid, msg, uuid``) keeps the whole line in ``raw`` as well.
 """
 
 from __future__ import annotations
@@ -215,6 +217,10 @@ def _text(value: Any) -> Optional[str]:
     return json.dumps(value, sort_keys=True)
 
 
+#: The keys of the default JSON template (``option.jsonf``); any other key is kept via ``raw``.
+_JSON_KEYS = frozenset(("ts", "host", "facility", "severity", "app", "pid", "msg", "uuid"))
+
+
 def _parse_json(text: str, line: str) -> Optional[Record]:
     try:
         obj = json.loads(text)
@@ -254,7 +260,13 @@ def _parse_json(text: str, line: str) -> Optional[Record]:
     if assumed:
         record["ts_assumed_utc"] = True
     # Whatever could not be interpreted is kept verbatim rather than lost.
-    if ts is None or (sev is None and raw_sev is not None) or type(msg) is not str:
+    # So is a line with keys beyond the template's: the record cannot hold them.
+    if (
+        ts is None
+        or (sev is None and raw_sev is not None)
+        or type(msg) is not str
+        or not _JSON_KEYS.issuperset(obj)
+    ):
         record["raw"] = line
     return record
 

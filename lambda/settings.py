@@ -16,6 +16,8 @@ from errors import ConfigError
 from severity import SEVERITY_NAMES, severity_number
 
 DEFAULT_MAX_BATCH_BYTES = 32 * 1024 * 1024
+#: More lines than this in one batch → 413 (the device splits the batch).
+DEFAULT_MAX_LINES = 500_000
 _PREFIX_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*\Z", re.ASCII)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -31,6 +33,7 @@ class Settings:
     log_prefix: str
     max_batch_bytes: int
     require_identity: bool
+    max_lines: int = DEFAULT_MAX_LINES
 
     @property
     def alert_min_severity_name(self) -> str:
@@ -74,6 +77,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "MAX_BATCH_BYTES", get("MAX_BATCH_BYTES"), DEFAULT_MAX_BATCH_BYTES
         ),
         require_identity=require_identity,
+        max_lines=_positive_int("MAX_LINES", get("MAX_LINES"), DEFAULT_MAX_LINES),
     )
 
 

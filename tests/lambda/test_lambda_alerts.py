@@ -227,6 +227,69 @@ def test_429_waits_retry_after_then_sends(slack: Any, clock: Any) -> None:
     assert len(slack.requests) == 3
 
 
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        pytest.param({"Retry-After": "2.5"}, 2.5, id="seconds"),
+        pytest.param({"retry-after": "0"}, 0.0, id="zero-lowercase-name"),
+        pytest.param({"Retry-After": "nan"}, 1.0, id="nan"),
+        pytest.param({"Retry-After": "inf"}, 1.0, id="inf"),
+        pytest.param({"Retry-After": "-inf"}, 1.0, id="minus-inf"),
+        pytest.param({"Retry-After": "-3"}, 1.0, id="negative"),
+        pytest.param({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, 1.0, id="http-date"),
+        pytest.param({}, 1.0, id="missing"),
+    ],
+)
+def test_retry_after_counts_only_finite_non_negative_seconds(
+    headers: dict[str, str], wait: float
+) -> None:
+    assert alerts._retry_after(headers) == wait
+
+
+def strict_sleep(clock: Any) -> Any:
+    """``time.sleep``'s own checks (nan and negatives raise ValueError, inf OverflowError)."""
+
+    def sleep(seconds: float) -> None:
+        if seconds != seconds or seconds < 0:
+            raise ValueError(f"sleep length must be non-negative: {seconds}")
+        if seconds == float("inf"):
+            raise OverflowError("sleep length is too large")
+        clock.sleep(seconds)
+
+    return sleep
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_429_with_a_nonsense_retry_after_waits_one_second(
+    slack: Any, clock: Any, value: str
+) -> None:
+    slack.script = [(429, {"Retry-After": value}, b"rate_limited")]
+    result = alerts.send(
+        slack.url,
+        message([line(1)]),
+        transport=alerts.urllib_transport,
+        sleep=strict_sleep(clock),
+        clock=clock,
+        budget=10.0,
+    )
+    assert (result.status, result.attempts) == ("sent", 2) and clock.sleeps == [1.0]
+
+
+def test_window_of_a_year_below_1000_is_zero_padded() -> None:
+    collector = alerts.AlertCollector()
+    collector.add(
+        parsing.parse_line('{"ts":"0005-01-01T00:00:01+00:00","severity":3,"msg":"m"}', REF)
+    )
+    payload = alerts.build_message(
+        collector,
+        device_id="pi-kitchen-01",
+        batch_id="00050101T000000Z-h0",
+        location="s3://omprog-test-logs/logs/dt=0005-01-01/device=pi-kitchen-01/b.jsonl.gz",
+        threshold_name="err",
+    )
+    assert "0005-01-01 00:00:01 UTC" in payload["blocks"][1]["elements"][0]["text"]
+
+
 def test_429_beyond_the_budget_gives_up_without_sleeping_it(slack: Any, clock: Any) -> None:
     slack.script = [(429, {"Retry-After": "4"}, b""), (429, {"Retry-After": "30"}, b"")]
     result = send(slack.url, clock)

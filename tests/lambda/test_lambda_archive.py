@@ -25,6 +25,18 @@ REF = datetime(2026, 11, 26, 23, 10, tzinfo=timezone.utc)
             "logs/dt=2026-11-26/device=pi-1/b-1.jsonl.gz",
             id="date-is-utc",
         ),
+        pytest.param(
+            "logs/",
+            datetime(5, 1, 1, tzinfo=timezone.utc),
+            "logs/dt=0005-01-01/device=pi-1/b-1.jsonl.gz",
+            id="year-5-is-zero-padded",
+        ),
+        pytest.param(
+            "logs/",
+            datetime(999, 12, 31, 23, 59, tzinfo=timezone.utc),
+            "logs/dt=0999-12-31/device=pi-1/b-1.jsonl.gz",
+            id="year-999-is-zero-padded",
+        ),
     ],
 )
 def test_object_key(prefix: str, timestamp: datetime, expected: str) -> None:

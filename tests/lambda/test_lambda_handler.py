@@ -96,6 +96,18 @@ def test_claiming_another_device_is_403_and_nothing_is_stored(rig: Any) -> None:
     assert keys(rig) == [] and rig.slack.requests == []
 
 
+def test_disabled_device_is_refused_by_a_warm_container_after_ten_minutes(rig: Any) -> None:
+    rig.cognito.add_device("pi-warm")
+    first = device_event(rig, batch(["x"], device_id=None, batch_id="b1"), name="pi-warm")
+    assert rig.call(first)[0] == 200
+    rig.cognito.add_device("pi-warm", enabled=False)
+    again = device_event(rig, batch(["x"], device_id=None, batch_id="b2"), name="pi-warm")
+    assert rig.call(again)[0] == 200  # within the cache's 10 minutes: still the cached answer
+    rig.clock.now += 600
+    status, body = rig.call(again)
+    assert (status, body["error"]) == (403, "forbidden") and "disabled" in body["message"]
+
+
 def test_unknown_caller_is_403(rig: Any) -> None:
     event = device_event(rig, batch(["x"]))
     event["requestContext"]["identity"]["cognitoAuthenticationType"] = "unauthenticated"
@@ -175,16 +187,21 @@ def test_log_prefix_is_applied(rig: Any) -> None:
 # --- the published how-to's path -----------------------------------------------------------------
 
 
+#: What the how-to's own Lambda answers its own test event (HOWTO-FACTS.md), verbatim.
+HOWTO_RESPONSE = {"statusCode": 200, "body": '"This is THISISTEST. We accepted your logs"'}
+
+
 def test_howto_test_event_is_accepted_and_alerts_on_its_aliases(
-    rig: Any, slack_problems: Any
+    rig: Any, slack_problems: Any, caplog: Any
 ) -> None:
     rig.env["REQUIRE_IDENTITY"] = "false"
-    status, body = rig.call(load_event(HOWTO_TEST))
-    assert status == 200
-    assert body["message"] == "This is THISISTEST. We accepted your logs"
-    assert (body["accepted"], body["alerts"], body["duplicate"]) == (2, 2, False)
-    assert body["key"].startswith("logs/dt=2024-07-13/device=THISISTEST/20240713T154003Z-h")
-    records = stored(rig, body["key"])
+    caplog.set_level(logging.INFO, logger=handler.LOGGER.name)
+    assert handler.handle(load_event(HOWTO_TEST), None, rig.deps) == HOWTO_RESPONSE
+    (key,) = keys(rig)
+    assert key.startswith("logs/dt=2024-07-13/device=THISISTEST/20240713T154003Z-h")
+    (log,) = batch_logs(caplog)
+    assert (log["lines"], log["alert_lines"], log["duplicate"]) == (2, 2, False)
+    records = stored(rig, key)
     assert [r["severity"] for r in records] == ["err", "crit"]
     assert all(r["ts_assumed_utc"] is True for r in records)
     (payload,) = rig.slack.payloads
@@ -195,17 +212,70 @@ def test_howto_test_event_is_accepted_and_alerts_on_its_aliases(
     ]
 
 
-def test_howto_mapping_template_event_is_the_same_batch(rig: Any) -> None:
+def test_howto_mapping_template_event_is_the_same_batch(rig: Any, caplog: Any) -> None:
     rig.env["REQUIRE_IDENTITY"] = "false"
-    first = rig.call(load_event(HOWTO_TEST))[1]
-    second = rig.call(load_event(HOWTO_MAPPING))[1]
+    caplog.set_level(logging.INFO, logger=handler.LOGGER.name)
+    assert handler.handle(load_event(HOWTO_TEST), None, rig.deps) == HOWTO_RESPONSE
+    assert handler.handle(load_event(HOWTO_MAPPING), None, rig.deps) == HOWTO_RESPONSE
+    first, second = batch_logs(caplog)
     assert second["key"] == first["key"] and second["duplicate"] is True
+    assert len(keys(rig)) == 1 and len(rig.slack.payloads) == 1  # archived and alerted once
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(
+            {"body": batch(["x"], device_id="THISISTEST")}, id="mapping-template-with-batch-id"
+        ),
+        pytest.param(
+            {"body": json.dumps(batch(["x"], device_id="THISISTEST"))},
+            id="console-string-body-with-batch-id",
+        ),
+        pytest.param(
+            proxy_event(batch(["x"], device_id="THISISTEST", batch_id=None), encoding="plain"),
+            id="proxy-event-without-batch-id",
+        ),
+        pytest.param(batch(["x"], device_id="THISISTEST", batch_id=None), id="direct-invoke"),
+    ],
+)
+def test_only_the_howto_shapes_without_batch_id_get_the_howto_answer(
+    rig: Any, event: dict[str, Any]
+) -> None:
+    rig.env["REQUIRE_IDENTITY"] = "false"
+    status, body = rig.call(event)
+    assert status == 200 and body["accepted"] == 1 and body["duplicate"] is False
+    assert body["message"] == "This is THISISTEST. We accepted your logs"
+    assert body["key"].startswith("logs/dt=2026-11-26/device=THISISTEST/")
+
+
+def test_howto_answer_also_for_a_resend_and_an_empty_batch(rig: Any) -> None:
+    rig.env["REQUIRE_IDENTITY"] = "false"
+    for event in (load_event(HOWTO_TEST), load_event(HOWTO_TEST)):
+        assert handler.handle(event, None, rig.deps) == HOWTO_RESPONSE
+    empty = {"body": batch([], device_id="THISISTEST", batch_id=None)}
+    assert handler.handle(empty, None, rig.deps) == HOWTO_RESPONSE
+
+
+def test_howto_shape_refusals_stay_json_objects(rig: Any) -> None:
+    rig.env["REQUIRE_IDENTITY"] = "false"
+    event = {"body": batch(["x"], device_id="../x", batch_id=None)}
+    status, body = rig.call(event)
+    assert (status, body["error"], body["field"]) == (400, "bad_request", "device_id")
 
 
 def test_howto_event_without_identity_is_403_by_default(rig: Any) -> None:
     status, body = rig.call(load_event(HOWTO_TEST))
     assert status == 403 and "REQUIRE_IDENTITY" in body["message"]
     assert keys(rig) == []
+
+
+def test_year_5_batch_is_archived_under_a_zero_padded_date_and_id(rig: Any) -> None:
+    event = device_event(rig, batch(["x"], batch_id=None, timestamp="0005-01-01T00:00:00Z"))
+    status, body = rig.call(event)
+    assert status == 200
+    assert body["key"].startswith(f"logs/dt=0005-01-01/device={DEVICE}/00050101T000000Z-h")
+    assert keys(rig) == [body["key"]]
 
 
 def test_direct_invoke(rig: Any) -> None:
@@ -277,6 +347,8 @@ def test_cognito_outage_is_503(rig: Any, closed_port: int) -> None:
         ("ALERT_MIN_SEVERITY", "9"),
         ("MAX_BATCH_BYTES", "lots"),
         ("MAX_BATCH_BYTES", "0"),
+        ("MAX_LINES", "many"),
+        ("MAX_LINES", "-1"),
         ("REQUIRE_IDENTITY", "maybe"),
         ("LOG_PREFIX", "../up"),
         ("BUCKET_NAME", ""),
@@ -288,6 +360,27 @@ def test_bad_setting_is_500_naming_the_variable(rig: Any, name: str, value: str)
     status, body = rig.call(device_event(rig, batch(["x"])))
     assert (status, body["error"], body["field"]) == (500, "configuration_error", name)
     assert name in body["message"]
+
+
+def test_more_lines_than_max_lines_is_413_and_nothing_is_stored(rig: Any) -> None:
+    rig.env["MAX_LINES"] = "3"
+    status, body = rig.call(device_event(rig, batch(["a", "b", "c", "d"])))
+    assert (status, body["error"], body["field"]) == (413, "payload_too_large", "logs")
+    assert keys(rig) == []
+    status, body = rig.call(device_event(rig, batch(["a", "b", "c"])))
+    assert status == 200 and body["accepted"] == 3
+
+
+def test_max_lines_setting_default_and_bad_value_message() -> None:
+    from errors import ConfigError
+    from settings import load_settings
+
+    base = {"BUCKET_NAME": "b", "REQUIRE_IDENTITY": "false"}
+    assert load_settings(base).max_lines == 500_000
+    assert load_settings({**base, "MAX_LINES": " 42 "}).max_lines == 42
+    with pytest.raises(ConfigError) as info:
+        load_settings({**base, "MAX_LINES": "1e6"})
+    assert info.value.field == "MAX_LINES" and "MAX_LINES='1e6'" in info.value.message
 
 
 def test_slack_failure_never_fails_the_batch(rig: Any) -> None:
@@ -304,6 +397,69 @@ def test_slack_429_waits_within_the_lambda_deadline(rig: Any) -> None:
     event = device_event(rig, batch(["2026-11-26 23:09:00 h daemon.err: a: boom"]))
     status, body = rig.call(event, Context(remaining_ms=2000))  # 0.5 s left for Slack
     assert status == 200 and body["alert_status"] == "rate_limited" and rig.clock.sleeps == []
+
+
+def _time_sleep_checks(clock: Any) -> Any:
+    """A fake sleep with ``time.sleep``'s checks: nan or a negative raises, inf overflows."""
+
+    def sleep(seconds: float) -> None:
+        if seconds != seconds or seconds < 0:
+            raise ValueError("sleep length must be non-negative")
+        if seconds == float("inf"):
+            raise OverflowError("sleep length is too large")
+        clock.sleep(seconds)
+
+    return sleep
+
+
+@pytest.mark.parametrize("retry_after", ["nan", "inf"])
+def test_slack_nonsense_retry_after_waits_one_second_and_sends(rig: Any, retry_after: str) -> None:
+    rig.deps.sleep = _time_sleep_checks(rig.clock)
+    rig.slack.script = [(429, {"Retry-After": retry_after}, b"rate_limited")]
+    event = device_event(rig, batch(["2026-11-26 23:09:00 h daemon.err: a: boom"]))
+    status, body = rig.call(event, Context())
+    assert (status, body["alert_status"]) == (200, "sent") and rig.clock.sleeps == [1.0]
+
+
+def _sleep_raises(rig: Any, monkeypatch: Any) -> None:
+    def sleep(seconds: float) -> None:
+        raise ValueError("Invalid value NaN (not a number)")
+
+    rig.deps.sleep = sleep
+    rig.slack.script = [(429, {"Retry-After": "1"}, b"rate_limited")]
+
+
+def _send_raises(rig: Any, monkeypatch: Any) -> None:
+    def send(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the sender")
+
+    monkeypatch.setattr(handler.alerts, "send", send)
+
+
+@pytest.mark.parametrize(
+    ("break_it", "exception"),
+    [
+        pytest.param(_sleep_raises, "ValueError", id="sleep-raises"),
+        pytest.param(_send_raises, "RuntimeError", id="slack-send-raises"),
+    ],
+)
+def test_nothing_after_the_archive_write_turns_into_a_non_200(
+    rig: Any, monkeypatch: Any, caplog: Any, break_it: Any, exception: str
+) -> None:
+    break_it(rig, monkeypatch)
+    caplog.set_level(logging.INFO, logger=handler.LOGGER.name)
+    event = device_event(rig, batch(["2026-11-26 23:09:00 h daemon.err: a: boom"]))
+    status, body = rig.call(event, Context())
+    assert (status, body["alert_status"], body["duplicate"]) == (200, "failed", False)
+    assert len(keys(rig)) == 1
+    assert handler.COUNTERS["alert_errors"] == 1 and handler.COUNTERS["slack_failed"] == 1
+    (log,) = batch_logs(caplog)
+    assert (log["status"], log["alert_status"], log["alert_exception"]) == (
+        200,
+        "failed",
+        exception,
+    )
+    assert "boom" not in caplog.text
 
 
 def test_empty_webhook_means_alerts_off_logged_once(rig: Any, caplog: Any) -> None:
@@ -430,5 +586,10 @@ def test_handler_never_raises(rig: Any, event: Any) -> None:
     hypothesis_event(f"status {response['statusCode']}")
     assert response["statusCode"] in STATUSES
     body = json.loads(response["body"])
-    assert isinstance(body, dict)
+    if isinstance(body, str):  # the how-to's own answer: only for its shapes without batch_id
+        assert response == {"statusCode": 200, "body": json.dumps(body)}
+        assert handler.request.event_kind(event) == "mapping-template"
+        assert body.startswith("This is ") and body.endswith(". We accepted your logs")
+    else:
+        assert isinstance(body, dict)
     assert response["statusCode"] != 500, body  # only a bug or a bad setting may answer 500

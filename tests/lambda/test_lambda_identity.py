@@ -108,6 +108,36 @@ def test_username_is_cached_per_container(cognito: Any) -> None:
     assert len(calls) == 1
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cached_username_expires_after_ten_minutes(cognito: Any) -> None:
+    """A device disabled in Cognito is refused by a warm container once its entry expires."""
+    sub = cognito.add_device("pi-ttl")
+    clock, calls = Clock(), []
+
+    def factory() -> Any:
+        calls.append(clock.now)
+        return cognito.client
+
+    def lookup() -> str:
+        return identity.username_for_sub(sub, cognito.user_pool_id, factory, clock)
+
+    assert lookup() == "pi-ttl"
+    cognito.add_device("pi-ttl", enabled=False)
+    clock.now += identity.CACHE_TTL_SECONDS - 1
+    assert lookup() == "pi-ttl" and calls == [5000.0]  # still the cached answer
+    clock.now += 1
+    with pytest.raises(Forbidden, match="disabled"):
+        lookup()
+    assert calls == [5000.0, 5600.0] and identity.CACHE_TTL_SECONDS == 600
+
+
 def test_unknown_sub_is_403_and_not_cached(cognito: Any) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
     with pytest.raises(Forbidden):

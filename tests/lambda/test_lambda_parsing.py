@@ -251,6 +251,36 @@ def test_parse_line_table(line: str, expected: dict) -> None:
     assert "parse_error" not in record
 
 
+TEMPLATE_LINE = (
+    '{"ts":"2026-11-26T23:14:04.534728+00:00","host":"vm","facility":"daemon","severity":3,'
+    '"app":"myapp","pid":"12","msg":" boom","uuid":"U1"'
+)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(TEMPLATE_LINE + ',"extra":"kept?"}', id="extra-string-key"),
+        pytest.param(TEMPLATE_LINE + ',"tags":["a","b"]}', id="extra-list-key"),
+        pytest.param(
+            '{"ts":"2026-11-26T23:14:04+00:00","hostname":"vm","severity":"error","msg":"m"}',
+            id="misspelled-host-key",
+        ),
+    ],
+)
+def test_json_line_with_keys_beyond_the_template_keeps_the_line_in_raw(line: str) -> None:
+    record = parsing.parse_line(line, REF)
+    assert record["format"] == "json" and record["severity"] == "err"
+    assert record["raw"] == line  # nothing of the line is lost
+    assert record["ts"].startswith("2026-11-26T23:14:04")
+
+
+def test_json_line_with_only_template_keys_has_no_raw() -> None:
+    record = parsing.parse_line(TEMPLATE_LINE + "}", REF)
+    assert (record["format"], record["msg"], record["pid"]) == ("json", "boom", "12")
+    assert "raw" not in record
+
+
 def test_trailing_newline_is_not_part_of_the_message() -> None:
     record = parsing.parse_line(HOWTO_ERROR + "\r\n", REF)
     assert record["msg"].endswith("aaaaaaaaaa")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 import tracemalloc
 import zlib
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 import request
@@ -66,6 +68,65 @@ def test_concatenated_gzip_members_are_one_body() -> None:
     data = json.dumps(batch(["x"])).encode()
     raw = gzip.compress(data[:10]) + gzip.compress(data[10:]) + b"\x00\x00"
     assert read(proxy_event(raw=raw, encoding="base64")).logs == ["x"]
+
+
+def _gzip_members(data: bytes, count: int, empty: int = 0) -> bytes:
+    """``data`` cut into ``count`` gzip members, then ``empty`` empty members."""
+    cuts = [len(data) * i // count for i in range(count + 1)]
+    members = [gzip.compress(data[a:b], mtime=0) for a, b in zip(cuts, cuts[1:])]
+    return b"".join(members) + gzip.compress(b"", mtime=0) * empty
+
+
+@pytest.mark.parametrize(
+    "count",
+    [
+        pytest.param(2, id="two-members"),
+        pytest.param(request.MAX_GZIP_MEMBERS, id="sixteen-members-the-cap"),
+    ],
+)
+def test_gzip_members_up_to_the_cap_are_one_body(count: int) -> None:
+    data = json.dumps(batch(["first line", "second line"])).encode()
+    raw = _gzip_members(data, count) + b"\x00" * 4
+    assert read(proxy_event(raw=raw, encoding="base64")).logs == ["first line", "second line"]
+
+
+@pytest.mark.parametrize(
+    ("count", "empty"),
+    [
+        pytest.param(17, 0, id="seventeen-members"),
+        pytest.param(1, 16, id="one-member-and-sixteen-empty"),
+        # The reviewer's body: ~4 MiB of empty members took > 29 s (quadratic copying).
+        pytest.param(1, 210_000, id="210000-empty-members-4MiB"),
+    ],
+)
+def test_more_than_sixteen_gzip_members_are_415_at_once(count: int, empty: int) -> None:
+    data = json.dumps(batch(["x" * 40])).encode()
+    event = proxy_event(raw=_gzip_members(data, count, empty), encoding="base64")
+    started = time.perf_counter()
+    error = _error(event, max_bytes=32 * 2**20)
+    elapsed = time.perf_counter() - started
+    assert (error.status, error.field) == (415, "body")
+    assert "more than 16 gzip members" in error.message
+    assert elapsed < 2.0  # milliseconds in fact; the quadratic version took half a minute
+
+
+@pytest.mark.parametrize(
+    "make_event",
+    [
+        pytest.param(lambda logs: proxy_event(batch(logs)), id="proxy-gzip"),
+        pytest.param(lambda logs: proxy_event(batch(logs), encoding="plain"), id="proxy-plain"),
+        pytest.param(lambda logs: {"body": batch(logs)}, id="mapping-object-body"),
+        pytest.param(lambda logs: batch(logs), id="direct-invoke"),
+    ],
+)
+def test_more_lines_than_max_lines_is_413_naming_logs(make_event: Any) -> None:
+    at_cap = make_event(["a"] * 3)
+    assert len(request.read_batch(at_cap, request.event_kind(at_cap), MAX, max_lines=3).logs) == 3
+    over = make_event(["a"] * 4)
+    with pytest.raises(PayloadTooLarge) as info:
+        request.read_batch(over, request.event_kind(over), MAX, max_lines=3)
+    assert (info.value.status, info.value.field) == (413, "logs")
+    assert "4 lines" in info.value.message and "3-line limit" in info.value.message
 
 
 def _error(event: dict, max_bytes: int = MAX) -> RequestError:
@@ -213,6 +274,20 @@ def test_derived_batch_id_is_stable_valid_and_content_bound() -> None:
         None, None, one.timestamp, [one.logs[0] + one.logs[1][:1], one.logs[1][1:]], 0
     )
     assert request.derive_batch_id("THISISTEST", moved) != first
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "prefix"),
+    [
+        pytest.param("0005-01-01T00:00:00+00:00", "00050101T000000Z-h", id="year-5"),
+        pytest.param("0999-12-31T23:59:59Z", "09991231T235959Z-h", id="year-999"),
+        pytest.param("2026-11-26T23:10:00Z", "20261126T231000Z-h", id="year-2026"),
+    ],
+)
+def test_derived_batch_id_pads_the_year_to_four_digits(timestamp: str, prefix: str) -> None:
+    got = read(proxy_event(batch(["x"], batch_id=None, timestamp=timestamp)))
+    derived = request.derive_batch_id("pi-1", got)
+    assert derived.startswith(prefix) and request.ID_RE.match(derived)
 
 
 def test_errors_are_translated_not_leaked() -> None:
