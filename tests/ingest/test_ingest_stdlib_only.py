@@ -4,7 +4,8 @@ Each case runs a fresh interpreter (`sys.executable`, the venv's python). The
 probe snapshots `sys.modules` first: what the interpreter's own start-up loaded
 (site hooks such as setuptools' `_distutils_hack` or an editable-install
 finder) is not the ingest path's doing. Everything imported after that must be
-in `sys.stdlib_module_names` or be `omprog_forwarder.*`. The report goes to a
+in the standard library (`sys.stdlib_module_names`, or its folders on 3.9) or
+be `omprog_forwarder.*`. The report goes to a
 file, never to stdout, which belongs to the omprog protocol.
 """
 
@@ -20,15 +21,30 @@ from ingest_helpers import DEADLINE, json_line, ready_lines, run_env
 
 PROBE = r"""
 import sys
+import sysconfig  # before the snapshot: the 3.9 fallback below needs it
 baseline = set(sys.modules)
 mode, report = sys.argv[1], sys.argv[2]
 
 
+def is_stdlib(top):
+    names = getattr(sys, "stdlib_module_names", None)  # Python 3.10+
+    if names is not None:
+        return top in names
+    # Python 3.9 (Raspberry Pi OS 11): a built-in, or a file of the standard
+    # library's own folders and not of site-packages.
+    mod = sys.modules.get(top)
+    where = getattr(mod, "__file__", None)
+    if where is None:
+        return top in sys.builtin_module_names or mod is None
+    roots = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+    return "site-packages" not in where and any(where.startswith(r) for r in roots)
+
+
 def third_party():
     return sorted(
-        name for name in sys.modules
+        name for name in list(sys.modules)
         if name not in baseline
-        and name.split(".")[0] not in sys.stdlib_module_names
+        and not is_stdlib(name.split(".")[0])
         and name.split(".")[0] != "omprog_forwarder"
     )
 
