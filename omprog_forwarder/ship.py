@@ -71,6 +71,8 @@ EXIT_OK = 0
 EXIT_BUDGET = 75
 EXIT_AUTH = AuthError.exit_code
 EXIT_FAILED = 1
+#: How many times a run re-lists ready/ after releasing its lock.
+RELIST_ROUNDS = 3
 
 SHIP_STATE = "ship.json"
 CLOCK_STATE = "clock.json"
@@ -432,25 +434,37 @@ def run_ship(cfg: Config, **deps: Any) -> int:
     """The `ship` command. `deps` are Shipper's injectable side effects (tests, bench)."""
     check_config(cfg, need_cognito=deps.get("auth") is None)
     spool = Spool(cfg.spool_dir).create()
-    with ship_lock(spool) as mine:
-        if not mine:
-            log.info("another shipper is running on %s; leaving it to that one", spool.root)
-            return EXIT_OK
-        shipper = None
-        try:
-            shipper = Shipper(cfg, spool, **deps)
-            return shipper.run()
-        except AuthError as exc:  # from a first credentials() outside a batch, defensive
-            log.error("stopping: %s", exc)
-            return EXIT_AUTH
-        except SpoolError:
-            raise
-        except Exception as exc:
-            log.error("the shipper failed: %s: %s", type(exc).__name__, exc, exc_info=True)
-            with contextlib.suppress(Exception):
-                if shipper is not None:
-                    shipper._record_error(None, f"shipper failed: {type(exc).__name__}")
-            return EXIT_FAILED
+    code = EXIT_OK
+    for _ in range(RELIST_ROUNDS):
+        with ship_lock(spool) as mine:
+            if not mine:
+                log.info("another shipper is running on %s; leaving it to that one", spool.root)
+                return EXIT_OK
+            code = _run_locked(cfg, spool, deps)
+        # With the lock released, look once more: a batch sealed after our
+        # last listing, whose second shipper found the lock still held and
+        # left, would otherwise wait for the next seal.
+        if code != EXIT_OK or not spool.ready_batches():
+            return code
+    return code
+
+
+def _run_locked(cfg: Config, spool: Spool, deps: dict[str, Any]) -> int:
+    shipper = None
+    try:
+        shipper = Shipper(cfg, spool, **deps)
+        return shipper.run()
+    except AuthError as exc:  # from a first credentials() outside a batch, defensive
+        log.error("stopping: %s", exc)
+        return EXIT_AUTH
+    except SpoolError:
+        raise
+    except Exception as exc:
+        log.error("the shipper failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+        with contextlib.suppress(Exception):
+            if shipper is not None:
+                shipper._record_error(None, f"shipper failed: {type(exc).__name__}")
+        return EXIT_FAILED
 
 
 def _find_dead(spool: Spool, names: list[str]) -> list[Batch]:

@@ -196,3 +196,25 @@ def test_cli_second_shipper_exits_0_while_the_lock_is_held(device, gateway, spoo
     assert out.returncode == 0, out.stderr
     assert "another shipper is running" in out.stderr
     assert gateway.received == [] and len(spool.ready_batches()) == 1
+
+
+def test_a_batch_sealed_after_the_last_listing_is_shipped_by_the_same_run(
+    make_cfg, gateway, spool, seal, monkeypatch
+):
+    """A batch that lands between the shipper's last look at ready/ and the release
+    of its lock (its own shipper found the lock held and left) is still sent: the
+    run looks again once the lock is free."""
+    first = seal(W1, [b"a"])
+    late = []
+    original = ship.Shipper.run
+
+    def run_then_seal(self):
+        code = original(self)
+        if not late:
+            late.append(seal(W1, [b"sealed late"]))
+        return code
+
+    monkeypatch.setattr(ship.Shipper, "run", run_then_seal)
+    assert ship.run_ship(make_cfg()) == 0
+    assert [p["batch_id"] for p in gateway.payloads] == [first.batch_id, late[0].batch_id]
+    assert spool.ready_batches() == []
