@@ -158,11 +158,7 @@ class Batcher:
         self.shipper_pid: Optional[int] = None
         self.ship_pending = False
         self.stored: Optional[tuple[bytes, Optional[bytes], int, float]] = None
-        adopted = spool.adopt_orphans()
-        for batch in adopted:
-            self._count("adopted_segments")
-            self._count("adopted_lines", batch.lines)
-        if adopted:
+        if self._adopt_orphans():
             self.spawn_shipper()  # sealed batches to ship now, not at our first seal
         self._load_recent()
 
@@ -170,13 +166,10 @@ class Batcher:
 
     def _load_recent(self) -> None:
         """Fill the dedup index from the newest files of the spool (open and ready)."""
-        paths = self.spool.open_segments() + [b.path for b in self.spool.ready_batches()]
-        stamped = []
-        for path in paths:
-            try:
+        stamped = [(b.mtime, b.path) for b in self.spool.ready_batches()]
+        for path in self.spool.open_segments():
+            with contextlib.suppress(FileNotFoundError):
                 stamped.append((os.stat(path).st_mtime, path))
-            except FileNotFoundError:
-                pass
         chosen: list[list[bytes]] = []
         total = 0
         for _, path in sorted(stamped, reverse=True):
@@ -240,11 +233,17 @@ class Batcher:
             return None
         self._count(f"sealed_{reason}")
         log.info("sealed %s (%d lines, %d bytes, %s)", batch.name, batch.lines, batch.size, reason)
-        for adopted in self.spool.adopt_orphans():
-            self._count("adopted_segments")
-            self._count("adopted_lines", adopted.lines)
+        self._adopt_orphans()
         self.spawn_shipper()
         return batch
+
+    def _adopt_orphans(self) -> int:
+        """Seal dead instances' segments into ready/; how many there were."""
+        adopted = self.spool.adopt_orphans()
+        for batch in adopted:
+            self._count("adopted_segments")
+            self._count("adopted_lines", batch.lines)
+        return len(adopted)
 
     def shipper_running(self) -> bool:
         """Reap the shipper we started, if it exited (we never block on it)."""
@@ -408,13 +407,10 @@ class Batcher:
             if now >= self.seg_deadline:
                 self.seal("window")
             elif self.urgent_due is not None and now >= self.urgent_due:
-                self.seal("urgent")
+                self.seal("urgent")  # seal() clears urgent_due
                 self.last_urgent_seal = now
-                self.urgent_due = None
             elif seg.size >= self.cfg.max_batch_bytes:
                 self.seal("size")
-        if self.seg is None:
-            self.urgent_due = None
         if now - self.counters_flushed_at >= COUNTER_FLUSH_SECONDS:
             self.flush_counters()
         waits = [COUNTER_FLUSH_SECONDS - (now - self.counters_flushed_at)]
