@@ -19,8 +19,7 @@ import errno
 import io
 import os
 import select
-import time
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 OK = b"OK"
 DEFER_COMMIT = b"DEFER_COMMIT"
@@ -65,7 +64,6 @@ class OmprogLoop:
         begin_mark: bytes,
         commit_mark: bytes,
         max_line_bytes: int,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.in_fd = in_fd
         self.out_fd = out_fd
@@ -73,7 +71,6 @@ class OmprogLoop:
         self.begin_mark = begin_mark
         self.commit_mark = commit_mark
         self.max_line_bytes = max_line_bytes
-        self.clock = clock
 
     def reply(self, status: bytes) -> None:
         data = status + b"\n"
@@ -118,19 +115,14 @@ class OmprogLoop:
             start = 0
             while True:
                 nl = chunk.find(b"\n", start)
-                if nl < 0:
-                    room = self.max_line_bytes - len(buf)
-                    piece = chunk[start:]
-                    if len(piece) > room:
-                        dropped += len(piece) - max(room, 0)
-                        piece = piece[: max(room, 0)]
-                    buf += piece
-                    break
-                piece = chunk[start:nl]
+                piece = chunk[start:] if nl < 0 else chunk[start:nl]
                 room = self.max_line_bytes - len(buf)
                 if len(piece) > room:
-                    dropped += len(piece) - max(room, 0)
-                    piece = piece[: max(room, 0)]
+                    dropped += len(piece) - room
+                    piece = piece[:room]
+                if nl < 0:
+                    buf += piece  # the rest of this line comes in a later read
+                    break
                 if buf:
                     buf += piece
                     line = bytes(buf)
@@ -140,9 +132,6 @@ class OmprogLoop:
                 self._dispatch(line, dropped)
                 dropped = 0
                 start = nl + 1
-        if buf or dropped:
-            # rsyslog always ends a message with LF; a fragment at EOF was
-            # never a complete message and got no reply, so rsyslog still
-            # holds it. Nothing to store.
-            pass
+        # A fragment left in `buf` at EOF was never a complete message (rsyslog
+        # ends each with LF) and got no reply: rsyslog still holds it.
         self.handler.on_eof()
