@@ -22,7 +22,13 @@ from typing import Any
 import boto3
 import pytest
 from support.gateway import Caller, Gateway, lambda_proxy
-from support.moto_cognito import MOTO_ACCESS_KEY, MOTO_CALLER, Device, MotoCognito
+from support.moto_cognito import (
+    MOTO_ACCESS_KEY,
+    MOTO_CALLER,
+    Device,
+    MotoCognito,
+    isolate_aws_env,
+)
 
 from omprog_forwarder import config
 from omprog_forwarder.ship import run_ship
@@ -46,12 +52,7 @@ def moto() -> Iterator[MotoCognito]:
 
 @pytest.fixture
 def device(moto: MotoCognito, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Device:
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "OMPROG_FORWARDER_")) or name == "COGNITO_JWKS":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    isolate_aws_env(monkeypatch, tmp_path)
     dev = moto.provision("pi-0001")
     for k, v in dev.environ().items():
         monkeypatch.setenv(k, v)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
 from support.gateway import Gateway
-from support.moto_cognito import MOTO_ACCESS_KEY, MOTO_CALLER, Device, MotoCognito
+from support.moto_cognito import (
+    MOTO_ACCESS_KEY,
+    MOTO_CALLER,
+    Device,
+    MotoCognito,
+    isolate_aws_env,
+)
 
 from omprog_forwarder import config
 from omprog_forwarder.spool import Batch, Spool
@@ -38,17 +43,7 @@ class FakeClock:
 
 @pytest.fixture(autouse=True)
 def _isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """No host AWS settings leak in; nothing tries instance metadata."""
-    for name in list(os.environ):
-        if (
-            name.startswith("AWS_")
-            or name.startswith("OMPROG_FORWARDER_")
-            or name == "COGNITO_JWKS"
-        ):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    isolate_aws_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="session")

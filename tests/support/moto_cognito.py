@@ -262,3 +262,13 @@ class CredentialVendor:
 
     def __exit__(self, *exc: Any) -> None:
         self._patch.stop()
+
+
+def isolate_aws_env(monkeypatch: Any, tmp_path: Any) -> None:
+    """No host AWS or forwarder settings leak into a test; nothing asks instance metadata."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "OMPROG_FORWARDER_")) or name == "COGNITO_JWKS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
