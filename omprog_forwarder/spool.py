@@ -48,10 +48,10 @@ SEG_SUFFIX, BATCH_SUFFIX, WHY_SUFFIX = ".seg", ".batch", ".why"
 BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _BATCH_NAME_RE = re.compile(r"^(?P<id>[A-Za-z0-9][A-Za-z0-9._-]{0,127})\+(?P<lines>\d+)\.batch$")
 _WINDOW_RE = re.compile(r"^(\d{8}T\d{6}Z)-")
+_SEG_NAME_RE = re.compile(r"^\d{8}T\d{6}Z-(?P<pid>\d{1,10})-[0-9a-f]+\.seg(?:\.new)?$")
 _HEX = b"0123456789abcdef"
 SEGMENT_INITIAL_BYTES = 1024 * 1024
 RELEASE_CHUNK_BYTES = 256 * 1024
-STILLBORN_AGE_SECONDS = 60.0
 
 
 # ---------------------------------------------------------------- records
@@ -342,27 +342,31 @@ class Spool:
         """Remove `*.seg.new` files left by an instance killed inside new_segment().
 
         Nothing is ever written to a segment before its rename into place, so
-        an unlocked `.new` file is empty and holds no line. Only files older than
-        a minute are touched: a fresh one may be between its creation and its lock.
+        a `.new` file holds no line. Only one whose creator (the pid in its
+        name) no longer runs is touched: a live creator may be between the
+        file's creation and its lock. The pid, not the file's age, decides,
+        because the age would compare the file system's clock with this
+        process's, and a clock that jumps (a Pi without RTC) makes that lie.
         """
         try:
             names = [n for n in os.listdir(self.open_dir) if n.endswith(SEG_SUFFIX + ".new")]
         except FileNotFoundError:
             return
         for name in names:
+            m = _SEG_NAME_RE.match(name)
+            if m is None or _pid_alive(int(m.group("pid"))):
+                continue
             path = os.path.join(self.open_dir, name)
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
             try:
-                if time.time() - os.fstat(fd).st_mtime < STILLBORN_AGE_SECONDS:
-                    continue
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.unlink(path)
                 log.info("removed %s, left empty by an instance that died starting it", name)
             except (BlockingIOError, FileNotFoundError):
-                pass  # being created right now, or already gone
+                pass  # locked by a live owner after all, or already gone
             finally:
                 os.close(fd)
 
@@ -521,6 +525,21 @@ class Spool:
             for key, value in deltas.items():
                 current[key] = int(current.get(key, 0)) + value
             self.write_state("counters.json", current)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Does process `pid` exist? (EPERM: it does, owned by someone else.)"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 def is_enospc(exc: OSError) -> bool:

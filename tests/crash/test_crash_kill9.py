@@ -72,7 +72,7 @@ def stored_lines(spool_dir: str) -> list[bytes]:
 
 def assert_no_segment_left(spool_dir: str) -> None:
     """Every segment was sealed. A kill inside segment creation may leave an empty
-    `*.seg.new` (removed by a later start once it is a minute old): no line in it."""
+    `*.seg.new` (removed by a later start, its creator being dead): no line in it."""
     open_dir = os.path.join(spool_dir, "open")
     for name in os.listdir(open_dir):
         assert name.endswith(".seg.new"), f"unsealed segment {name}"

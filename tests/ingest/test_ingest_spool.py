@@ -6,6 +6,7 @@ import fcntl
 import os
 import re
 import stat
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -255,16 +256,25 @@ def test_usage_counts_every_file_in_open_ready_and_dead_but_not_state(tmp_path: 
     assert on_disk >= len(encode_record(b"a" * 100)) + 210 + 310
 
 
+def _spawned_and_reaped() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_a_stillborn_segment_of_a_dead_instance_is_removed(tmp_path):
     """An instance killed between creating `X.seg.new` and renaming it leaves an
-    empty file; a later adoption removes it (a live or a fresh one stays)."""
+    empty file; a later adoption removes it. One whose creator still runs stays,
+    locked or not (it may be between its creation and its lock), whatever its age."""
     spool = Spool(str(tmp_path / "spool")).create()
-    dead = os.path.join(spool.open_dir, "20261126T231000Z-1-aaaa.seg.new")
+    me = os.getpid()
+    dead = os.path.join(spool.open_dir, f"20261126T231000Z-{_spawned_and_reaped()}-aaaa.seg.new")
     open(dead, "wb").close()
-    os.utime(dead, (1, 1))  # long ago
-    fresh = os.path.join(spool.open_dir, "20261126T231000Z-3-cccc.seg.new")
-    open(fresh, "wb").close()  # may be between its creation and its lock
-    live = os.path.join(spool.open_dir, "20261126T231000Z-2-bbbb.seg.new")
+    fresh = os.path.join(spool.open_dir, f"20261126T231000Z-{me}-cccc.seg.new")
+    open(fresh, "wb").close()
+    os.utime(fresh, (1, 1))  # "old" by the file's clock: the creator's pid decides
+    live = os.path.join(spool.open_dir, f"20261126T231000Z-{me}-bbbb.seg.new")
     fd = os.open(live, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
