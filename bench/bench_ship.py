@@ -51,8 +51,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from omprog_forwarder.ship.transport import build_body  # noqa: E402
 from omprog_forwarder.spool import Spool, window_label  # noqa: E402
-from omprog_forwarder.transport import build_body  # noqa: E402
 
 MIB = 1024 * 1024
 AKID, SECRET, TOKEN = "ASIABENCHKEY0000", "bench-secret-key", "bench-session-token-" + "x" * 800
@@ -280,8 +280,9 @@ def child(spool_dir: str, url: str) -> int:
     import boto3  # noqa: F401  -- as loaded by a real shipper (auth)
     import pycognito  # noqa: F401
 
-    from omprog_forwarder import config, ship
-    from omprog_forwarder.auth import Credentials, StaticAuth
+    from omprog_forwarder import config
+    from omprog_forwarder.ship import shipper as ship
+    from omprog_forwarder.ship.auth import Credentials, StaticAuth
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     cfg = config.load(
@@ -321,7 +322,8 @@ def baseline_rss() -> int:
     """KiB: the interpreter plus the shipper's imports, doing nothing."""
     code = (
         "import boto3, pycognito, requests, requests_aws4auth, tenacity; "
-        "import omprog_forwarder.ship, omprog_forwarder.transport, omprog_forwarder.auth; "
+        "import omprog_forwarder.ship.shipper, omprog_forwarder.ship.transport; "
+        "import omprog_forwarder.ship.auth; "
         "import sys; sys.path.insert(0, 'bench'); from bench_ship import vm_hwm_kib; "
         "print(vm_hwm_kib())"
     )

@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     if args.command == "run":
-        from omprog_forwarder.ingest import run
+        from omprog_forwarder.ingest.run import run
 
         return run(args)
     try:
@@ -82,11 +82,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             return status(cfg, as_json=args.json)
         if args.command == "ship":
-            from omprog_forwarder.ship import run_ship
+            from omprog_forwarder.ship.shipper import run_ship
 
             return run_ship(cfg)
         if args.command == "replay":
-            from omprog_forwarder.ship import run_replay
+            from omprog_forwarder.ship.shipper import run_replay
 
             return run_replay(cfg, args.batches, all_dead=args.dead)
     except ForwarderError as exc:

@@ -1,11 +1,2 @@
-"""Shared pytest setup: makes `tests/support` importable as `support`."""
-
-from __future__ import annotations
-
-import os
-import sys
-
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+"""Shared pytest setup. Helpers are found through `pythonpath` (pyproject.toml):
+`support.*` for the test helpers, the Lambda's modules by their own names."""

@@ -23,8 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from omprog_forwarder import protocol
 from omprog_forwarder.config import SEVERITY_NAMES, Config
+from omprog_forwarder.ingest import protocol
 from omprog_forwarder.spool import (
     Batch,
     Segment,

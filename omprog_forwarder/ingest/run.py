@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 
-from omprog_forwarder import protocol
-from omprog_forwarder.batcher import Batcher
 from omprog_forwarder.errors import ForwarderError
+from omprog_forwarder.ingest import protocol
+from omprog_forwarder.ingest.batcher import Batcher
 from omprog_forwarder.spool import Spool
 
 log = logging.getLogger(__name__)

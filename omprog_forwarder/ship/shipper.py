@@ -62,7 +62,7 @@ from omprog_forwarder.errors import (
     TransientSendError,
     UsageError,
 )
-from omprog_forwarder.retry import RetryPolicy
+from omprog_forwarder.ship.retry import RetryPolicy
 from omprog_forwarder.spool import BATCH_ID_RE, BATCH_SUFFIX, Batch, Spool
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class Shipper:
         self.rand = rand
         self.offset = self._load_offset()
         if auth is None:
-            from omprog_forwarder.auth import CognitoAuth
+            from omprog_forwarder.ship.auth import CognitoAuth
 
             auth = CognitoAuth(
                 cfg,
@@ -167,7 +167,7 @@ class Shipper:
                 now=self.now,
             )
         if transport is None:
-            from omprog_forwarder.transport import Transport
+            from omprog_forwarder.ship.transport import Transport
 
             transport = Transport(cfg.endpoint_url, cfg.region)
         self.auth = auth
@@ -242,7 +242,7 @@ class Shipper:
             except SpoolError as exc:
                 self._dead(batch, "damaged", None, "", str(exc))
                 return
-        from omprog_forwarder.transport import build_body
+        from omprog_forwarder.ship.transport import build_body
 
         body = build_body(self.device_id, batch.batch_id, batch_timestamp(batch), lines)
         if body.invalid_utf8:

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
-from ingest_helpers import BEGIN, COMMIT, Rig, json_line, make_rig, open_segments
+from support.ingest_helpers import BEGIN, COMMIT, Rig, json_line, make_rig, open_segments
 
-from omprog_forwarder import protocol
-from omprog_forwarder.batcher import line_severity
+from omprog_forwarder.ingest import protocol
+from omprog_forwarder.ingest.batcher import line_severity
 from omprog_forwarder.spool import encode_record, parse_batch_name, window_label
 
 OK, DEFER = protocol.OK, protocol.DEFER_COMMIT

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ingest_helpers import (
+from support.ingest_helpers import (
     Ingest,
     counters,
     decode_segment,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ingest_helpers import (
+from support.ingest_helpers import (
     BEGIN,
     COMMIT,
     FIXTURES,
@@ -31,7 +31,7 @@ from ingest_helpers import (
     uuid_hex,
 )
 
-from omprog_forwarder import protocol
+from omprog_forwarder.ingest import protocol
 from omprog_forwarder.spool import Spool
 
 MARKS = (BEGIN, COMMIT)

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ingest_helpers import Ingest, json_line, make_rig, wait_for
+from support.ingest_helpers import Ingest, json_line, make_rig, wait_for
 
-from omprog_forwarder import protocol
+from omprog_forwarder.ingest import protocol
 from omprog_forwarder.spool import Spool, encode_record
 
 SHIPPER = """

@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from ingest_helpers import BEGIN, COMMIT, Ingest, ready_lines
+from support.ingest_helpers import BEGIN, COMMIT, Ingest, ready_lines
 
 
 @pytest.mark.parametrize(

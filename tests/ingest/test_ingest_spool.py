@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ingest_helpers import decode_file, decode_segment, make_rig, ready_batches
+from support.ingest_helpers import decode_file, decode_segment, make_rig, ready_batches
 
 from omprog_forwarder import spool as spool_mod
 from omprog_forwarder.spool import (

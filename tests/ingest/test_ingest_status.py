@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ingest_helpers import cli_args, run_env
+from support.ingest_helpers import cli_args, run_env
 
 from omprog_forwarder import status
 from omprog_forwarder.spool import Spool, encode_record

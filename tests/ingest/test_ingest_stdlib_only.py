@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ingest_helpers import DEADLINE, json_line, ready_lines, run_env
+from support.ingest_helpers import DEADLINE, json_line, ready_lines, run_env
 
 PROBE = r"""
 import sys
@@ -66,7 +66,9 @@ else:
     write_report()
 """
 
-IMPORTS = "import omprog_forwarder.cli, omprog_forwarder.ingest, omprog_forwarder.batcher"
+IMPORTS = (
+    "import omprog_forwarder.cli, omprog_forwarder.ingest.run, omprog_forwarder.ingest.batcher"
+)
 
 
 def probe(tmp_path: Path, mode: str, *args: str, stdin: bytes = b"") -> tuple[list[str], bytes]:

@@ -1,32 +1,25 @@
 """Shared fixtures for the Lambda tests: moto AWS, a loopback Slack, and the handler's dependencies.
 
-``lambda`` is a Python keyword, so the function's directory goes on
-``sys.path`` and its modules are imported by their own names (``handler``,
-``parsing``, ...). Nothing here talks to anything but moto and 127.0.0.1.
+``lambda`` is a Python keyword, so the function's directory is on pytest's
+``pythonpath`` and its modules are imported by their own names (``handler``,
+``parsing``, ...), as the Lambda runtime imports them. Nothing here talks to
+anything but moto and 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
+import alerts
+import handler
+import identity
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT / "lambda", ROOT / "tests" / "events"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-import alerts  # noqa: E402
-import handler  # noqa: E402
-import identity  # noqa: E402
 
 BUCKET = "omprog-test-logs"
 DEVICE = "pi-kitchen-01"

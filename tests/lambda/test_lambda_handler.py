@@ -11,10 +11,10 @@ from typing import Any
 
 import handler
 import pytest
-from event_loader import DIRECT, HOWTO_MAPPING, HOWTO_TEST, batch, load_event, proxy_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
+from support.events import DIRECT, HOWTO_MAPPING, HOWTO_TEST, batch, load_event, proxy_event
 
 DEVICE = "pi-kitchen-01"
 STATUSES = {200, 400, 403, 413, 415, 500, 503}

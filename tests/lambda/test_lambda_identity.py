@@ -7,7 +7,7 @@ from typing import Any
 import identity
 import pytest
 from errors import BadRequest, Forbidden, ServiceUnavailable
-from event_loader import load_event
+from support.events import load_event
 
 RECORDED_POOL = "eu-west-1_kcpcLxLzn"
 RECORDED_IDENTITY_POOL = "eu-west-1:1ed8f1a2-3b4c-4d5e-8f90-a1b2c3d4e5f6"
@@ -190,7 +190,7 @@ def _resolve(event: dict[str, Any], claimed: Any, cognito: Any, require: bool = 
 
 
 def _event_for(cognito: Any, name: str) -> dict[str, Any]:
-    from event_loader import proxy_event
+    from support.events import proxy_event
 
     return proxy_event(
         {},

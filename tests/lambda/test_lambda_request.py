@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import request
 from errors import BadRequest, PayloadTooLarge, RequestError, UnsupportedMediaType
-from event_loader import DIRECT, HOWTO_MAPPING, HOWTO_TEST, batch, load_event, proxy_event
+from support.events import DIRECT, HOWTO_MAPPING, HOWTO_TEST, batch, load_event, proxy_event
 
 MAX = 1024 * 1024
 

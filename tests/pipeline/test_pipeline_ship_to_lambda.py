@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import alerts
 import boto3
+import handler
 import pytest
 from support.gateway import Caller, Gateway, lambda_proxy
 from support.moto_cognito import (
@@ -31,14 +33,7 @@ from support.moto_cognito import (
 )
 
 from omprog_forwarder import config
-from omprog_forwarder.ship import run_ship
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "lambda") not in sys.path:
-    sys.path.insert(0, str(REPO / "lambda"))
-
-import alerts  # noqa: E402
-import handler  # noqa: E402
+from omprog_forwarder.ship.shipper import run_ship
 
 BUCKET = "omprog-forwarder-archive"
 

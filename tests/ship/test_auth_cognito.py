@@ -19,8 +19,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from omprog_forwarder import config
-from omprog_forwarder.auth import CognitoAuth, Credentials, is_due, renew_margin
 from omprog_forwarder.errors import AuthError, AuthUnavailableError
+from omprog_forwarder.ship.auth import CognitoAuth, Credentials, is_due, renew_margin
 
 
 class Now:

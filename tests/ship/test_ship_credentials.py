@@ -15,7 +15,7 @@ import pytest
 from support.gateway import Gateway
 from support.moto_cognito import CredentialVendor
 
-from omprog_forwarder import ship
+from omprog_forwarder.ship import shipper as ship
 
 W1, W2 = "20261126T231000Z", "20261126T231500Z"
 

@@ -23,8 +23,8 @@ from support.gateway import (
     reply_json,
 )
 
-from omprog_forwarder.auth import Credentials
-from omprog_forwarder.transport import Transport
+from omprog_forwarder.ship.auth import Credentials
+from omprog_forwarder.ship.transport import Transport
 
 AKID, SECRET, TOKEN = "ASIATESTKEY", "secret-key", "session-token"
 BODY = gzip.compress(json.dumps({"batch_id": "b", "logs": ["x"]}).encode())

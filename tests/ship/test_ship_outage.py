@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omprog_forwarder import ship
+from omprog_forwarder.ship import shipper as ship
 
 WINDOWS = [
     "20261126T230000Z",

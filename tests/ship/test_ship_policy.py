@@ -15,8 +15,8 @@ from omprog_forwarder.errors import (
     PermanentSendError,
     TransientSendError,
 )
-from omprog_forwarder.retry import RetryPolicy
-from omprog_forwarder.transport import classify, parse_retry_after, server_time_from
+from omprog_forwarder.ship.retry import RetryPolicy
+from omprog_forwarder.ship.transport import classify, parse_retry_after, server_time_from
 
 DATE = "Thu, 26 Nov 2026 23:30:00 GMT"
 DATE_EPOCH = calendar.timegm((2026, 11, 26, 23, 30, 0))

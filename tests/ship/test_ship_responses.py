@@ -24,8 +24,8 @@ from support.gateway import (
 )
 from support.moto_cognito import MOTO_ACCESS_KEY, MOTO_CALLER
 
-from omprog_forwarder import ship
-from omprog_forwarder.transport import Transport
+from omprog_forwarder.ship import shipper as ship
+from omprog_forwarder.ship.transport import Transport
 
 W = "20261126T231000Z"
 
@@ -274,7 +274,7 @@ def test_still_refused_after_renewal_stops_the_run_and_keeps_everything(
     ],
 )
 def test_odd_server_headers_never_crash_the_run(headers, message) -> None:
-    from omprog_forwarder import transport
+    from omprog_forwarder.ship import transport
 
     assert transport.parse_retry_after(headers, 0.0) is None
     assert transport.server_time_from(headers, message) is None

@@ -11,8 +11,9 @@ import time
 import pytest
 from support.gateway import BAD_REQUEST
 
-from omprog_forwarder import config, ship
+from omprog_forwarder import config
 from omprog_forwarder.errors import ConfigError, UsageError
+from omprog_forwarder.ship import shipper as ship
 
 W1, W2, W3 = "20261126T231000Z", "20261126T231500Z", "20261126T232000Z"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

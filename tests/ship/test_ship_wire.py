@@ -9,8 +9,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omprog_forwarder import ship
-from omprog_forwarder.transport import build_body
+from omprog_forwarder.ship import shipper as ship
+from omprog_forwarder.ship.transport import build_body
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
 

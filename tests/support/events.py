@@ -1,6 +1,6 @@
 """The one way tests get Lambda events: load a recorded-shape fixture, then set its body.
 
-Fixtures here (``*.json``) keep the shape of real events so that the handler
+Fixtures in ``tests/events/`` (``*.json``) keep the shape of real events so that the handler
 is tested against what API Gateway and the how-to actually send; tests change
 only what they are about (body, identity) through the helpers below.
 """
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-EVENTS_DIR = Path(__file__).resolve().parent
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 
 PROXY = "apigw_rest_proxy_cognito"
 HOWTO_TEST = "howto_test_event"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omprog_forwarder import config
-from omprog_forwarder.batcher import Batcher
+from omprog_forwarder.ingest.batcher import Batcher
 from omprog_forwarder.spool import Spool, decode_records
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
