@@ -1,26 +1,44 @@
 """The spool: a maildir-style directory, the contract between ingest and ship.
 
+Invariants (what every process that touches the spool relies on):
+
+1. An open segment has one live owner: the ingest instance that holds its
+   flock(). A segment whose flock is free belongs to a dead instance and is
+   adopted (sealed into ready/) by the next instance that looks.
+2. Everything before a segment's last fdatasync is intact; a torn tail after
+   it is cut on adoption, never an acknowledged line.
+3. A batch in ready/ is immutable: written whole, synced, then renamed in.
+4. A batch's `.why` file is durable in dead/ before the batch moves there.
+5. A batch leaves ready/ only after the API answered 2xx, or once both halves
+   of its split are durable in ready/, or into dead/ (4.).
+6. A state change is an atomic `rename` followed by an fsync of both
+   directories. Files and folders are readable by the owner only (0600/0700).
+
+Layout:
+
     SPOOL/
-      open/   WINDOW-PID-RAND.seg      one per running ingest instance, append-only,
-                                       flock()ed by its owner while it lives
+      open/   WINDOW-PID-RAND.seg      one per running ingest instance, append-only;
+              WINDOW-PID-RAND.seg.new  being created (never holds a line)
       ready/  BATCH_ID+LINES.batch     sealed, immutable, waiting to be shipped
       dead/   BATCH_ID+LINES.batch     refused for good by the API, with
               BATCH_ID+LINES.why       a JSON file saying why (status, body, time)
-      state/  counters.json, ship.json, credentials.json, locks
-
-A state change is an atomic `rename` followed by an fsync of both directories.
-Files and folders are readable by the owner only.
+      state/  counters.json            counters of every process (under counters.lock)
+              ship.json                the last ship success and error
+              clock.json               the clock offset the shipper learnt from the API
+              credentials.json         the Cognito tokens and AWS credentials (under
+                                       credentials.lock)
+              ship.log                 the started shipper's stderr (ship.log.1: older)
+              ship.lock                held by the one running shipper
 
 WINDOW is the UTC start of the batching window (`20261126T231000Z`); BATCH_ID is
 `WINDOW-<16 hex>` and split halves append `.1` / `.2`, so every id matches
-`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. LINES is the number of records, kept in
-the name so `status` never has to read the batches.
+`BATCH_ID_RE` (the same pattern the Lambda holds ids to). LINES is the number
+of records, kept in the name so `status` never has to read the batches.
 
 Each record is one input line framed as `CRC32(8 hex) SP LINE LF`. Lines never
 contain LF (rsyslog frames messages by it), so the framing is unambiguous and
 the file stays greppable; the CRC finds a torn or half-persisted tail after a
-crash, which recovery cuts off. Everything before the last fdatasync is intact,
-so cutting at the first bad record never loses an acknowledged line.
+crash, which recovery cuts off.
 """
 
 from __future__ import annotations
@@ -45,8 +63,14 @@ log = logging.getLogger(__name__)
 
 OPEN, READY, DEAD, STATE = "open", "ready", "dead", "state"
 SEG_SUFFIX, BATCH_SUFFIX, WHY_SUFFIX = ".seg", ".batch", ".why"
-BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_BATCH_NAME_RE = re.compile(r"^(?P<id>[A-Za-z0-9][A-Za-z0-9._-]{0,127})\+(?P<lines>\d+)\.batch$")
+# state/ (see the module docstring)
+COUNTERS_STATE, COUNTERS_LOCK = "counters.json", "counters.lock"
+SHIP_STATE, CLOCK_STATE, SHIP_LOG, SHIP_LOCK = "ship.json", "clock.json", "ship.log", "ship.lock"
+CREDENTIALS_CACHE, CREDENTIALS_LOCK = "credentials.json", "credentials.lock"
+#: A batch id, and a device id: one S3 key segment (the Lambda's ID_RE, tests/test_contract.py).
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+BATCH_ID_RE = re.compile(ID_PATTERN + r"\Z", re.ASCII)
+_BATCH_NAME_RE = re.compile(r"(?P<id>" + ID_PATTERN + r")\+(?P<lines>\d+)\.batch\Z", re.ASCII)
 _WINDOW_RE = re.compile(r"^(\d{8}T\d{6}Z)-")
 _SEG_NAME_RE = re.compile(r"^\d{8}T\d{6}Z-(?P<pid>\d{1,10})-[0-9a-f]+\.seg(?:\.new)?$")
 _HEX = b"0123456789abcdef"
@@ -123,6 +147,11 @@ class Batch(NamedTuple):
     def window(self) -> Optional[datetime.datetime]:
         return window_of(self.batch_id)
 
+    @property
+    def why_path(self) -> str:
+        """Where this batch's `.why` file is (beside it, in dead/)."""
+        return self.path[: -len(BATCH_SUFFIX)] + WHY_SUFFIX
+
     def read_lines(self) -> list[bytes]:
         """The batch's lines. A damaged record (disk fault) is an error, not a silent cut."""
         with open(self.path, "rb") as fh:
@@ -182,6 +211,21 @@ def locked(path: str) -> Iterator[int]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def try_locked(path: str) -> Iterator[bool]:
+    """A non-blocking exclusive flock on `path`: yields whether it was taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -463,14 +507,14 @@ class Spool:
         fsync_dir(os.path.dirname(batch.path))
 
     def move_to_dead(self, batch: Batch, why: dict[str, Any]) -> Batch:
-        """ready/ -> dead/, with the reason written beside it first."""
-        why_path = os.path.join(self.dead_dir, batch.name[: -len(BATCH_SUFFIX)] + WHY_SUFFIX)
-        write_file_atomic(why_path, json.dumps(why, indent=2, sort_keys=True).encode() + b"\n")
+        """ready/ -> dead/, with the reason written (durably) beside it first."""
         dest = os.path.join(self.dead_dir, batch.name)
+        dead = Batch(dest, batch.batch_id, batch.lines, batch.size, batch.mtime)
+        write_file_atomic(dead.why_path, json.dumps(why, indent=2, sort_keys=True).encode() + b"\n")
         os.rename(batch.path, dest)
         fsync_dir(self.dead_dir)
         fsync_dir(os.path.dirname(batch.path))
-        return Batch(dest, batch.batch_id, batch.lines, batch.size, batch.mtime)
+        return dead
 
     def move_to_ready(self, batch: Batch) -> Batch:
         """dead/ -> ready/ (replay), dropping the .why file."""
@@ -478,7 +522,7 @@ class Spool:
         os.rename(batch.path, dest)
         fsync_dir(self.ready_dir)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(batch.path[: -len(BATCH_SUFFIX)] + WHY_SUFFIX)
+            os.unlink(batch.why_path)
         fsync_dir(self.dead_dir)
         return Batch(dest, batch.batch_id, batch.lines, batch.size, batch.mtime)
 
@@ -520,11 +564,11 @@ class Spool:
         deltas = {k: v for k, v in deltas.items() if v}
         if not deltas:
             return
-        with locked(self.state_path("counters.lock")):
-            current = self.read_state("counters.json")
+        with locked(self.state_path(COUNTERS_LOCK)):
+            current = self.read_state(COUNTERS_STATE)
             for key, value in deltas.items():
                 current[key] = int(current.get(key, 0)) + value
-            self.write_state("counters.json", current)
+            self.write_state(COUNTERS_STATE, current)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -7,7 +7,13 @@ import time
 from typing import Any
 
 from omprog_forwarder.config import Config
-from omprog_forwarder.spool import Spool, decode_records
+from omprog_forwarder.spool import (
+    CLOCK_STATE,
+    COUNTERS_STATE,
+    SHIP_STATE,
+    Spool,
+    decode_records,
+)
 
 
 def _held_bytes(path: str) -> int:
@@ -28,7 +34,7 @@ def collect(spool: Spool, now: float) -> dict[str, Any]:
     open_segments = spool.open_segments()
     open_bytes = sum(_held_bytes(path) for path in open_segments)
     oldest = min((b.mtime for b in ready), default=None)
-    ship = spool.read_state("ship.json")
+    ship = spool.read_state(SHIP_STATE)
     return {
         "spool_dir": spool.root,
         "ready": {
@@ -43,10 +49,10 @@ def collect(spool: Spool, now: float) -> dict[str, Any]:
             "bytes": sum(b.size for b in dead),
             "lines": sum(b.lines for b in dead),
         },
-        "counters": spool.read_state("counters.json"),
+        "counters": spool.read_state(COUNTERS_STATE),
         "last_ship_success": ship.get("last_success"),
         "last_ship_error": ship.get("last_error"),
-        "clock_offset_seconds": spool.read_state("clock.json").get("offset_seconds"),
+        "clock_offset_seconds": spool.read_state(CLOCK_STATE).get("offset_seconds"),
     }
 
 

@@ -1,4 +1,4 @@
-"""Cognito: user-pool login, identity-pool credentials, and their cache.
+"""Cognito: user-pool login, identity-pool credentials, and the renewal ladder.
 
 The device is a user-pool user (username = device id). It logs in with SRP
 through pycognito (SECRET_HASH added when the app client has a secret), then
@@ -8,17 +8,15 @@ time, so asking again only costs a round trip) and `GetCredentialsForIdentity`.
 Those two calls are unauthenticated, so the boto3 clients are UNSIGNED and
 never go looking for AWS keys on the device.
 
-Everything obtained is cached in `state/credentials.json` (0600, replaced
-atomically, read-renew-write under `state/credentials.lock`), bound to the
-pool, client, user and endpoint it came from so a changed config never uses
-a stale cache. A token or credential is renewed when less than
-`min(300 s, half its lifetime)` is left: 5 minutes for real Cognito (1 h
-credentials); for an emulator handing out 90 s credentials it becomes 45 s
-instead of "always due". Renewal order: credentials from the cached ID token;
-else new tokens from the refresh token; else, when that is refused, a full
-login. A refused login is an `AuthError` (the operator must act); Cognito
-being unreachable or throttling is an `AuthUnavailableError`, which the
-shipper retries like an API outage.
+Everything obtained is cached on disk by `credcache.CredentialCache`
+(`state/credentials.json`, private, bound to this config). A token or
+credential is renewed when less than `min(300 s, half its lifetime)` is
+left: 5 minutes for real Cognito (1 h credentials); for an emulator handing
+out 90 s credentials it becomes 45 s instead of "always due". Renewal order:
+credentials from the cached ID token; else new tokens from the refresh
+token; else, when that is refused, a full login. A refused login is an
+`AuthError` (the operator must act); Cognito being unreachable or throttling
+is an `AuthUnavailableError`, which the shipper retries like an API outage.
 
 The password, the client secret, tokens and keys never appear in a log line,
 an error message or a repr. boto3 honours `AWS_ENDPOINT_URL` (and
@@ -33,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import os
 import time
@@ -43,12 +40,11 @@ from typing import Any, Callable, Optional
 
 from omprog_forwarder.config import Config
 from omprog_forwarder.errors import AuthError, AuthUnavailableError
-from omprog_forwarder.spool import locked, write_file_atomic
+from omprog_forwarder.ship.credcache import CredentialCache
 
 log = logging.getLogger(__name__)
 
 RENEW_MARGIN = 300.0
-CACHE_VERSION = 1
 LOGIN_SRP, LOGIN_PASSWORD = "srp", "password"
 # Cognito error codes that mean "these credentials/tokens are not accepted".
 _REFUSED = {
@@ -147,8 +143,7 @@ class CognitoAuth:
         if login_flow not in (LOGIN_SRP, LOGIN_PASSWORD):
             raise ValueError(f"login_flow must be {LOGIN_SRP!r} or {LOGIN_PASSWORD!r}")
         self.cfg = cfg
-        self.cache_path = cache_path
-        self.lock_path = lock_path
+        self.cache = CredentialCache(cache_path, lock_path, self._binding())
         self.now = now
         self.login_flow = login_flow
         self._session = session
@@ -164,7 +159,7 @@ class CognitoAuth:
         creds = self._fresh(self._state)
         if creds is not None:
             return creds
-        with self._locked():
+        with self.cache.locked():
             state = self._load()  # another process may have renewed meanwhile
             creds = self._fresh(state)
             if creds is not None:
@@ -173,15 +168,12 @@ class CognitoAuth:
 
     def renew(self) -> Credentials:
         """New credentials even if the cached ones look valid (the API refused them)."""
-        with self._locked():
+        with self.cache.locked():
             state = self._load()
             state.pop("credentials", None)
             return self._obtain(state)
 
     # -- cache ----------------------------------------------------------
-
-    def _locked(self) -> contextlib.AbstractContextManager[int]:
-        return locked(self.lock_path)
 
     def _binding(self) -> dict[str, str]:
         c = self.cfg
@@ -195,30 +187,11 @@ class CognitoAuth:
         }
 
     def _load(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        try:
-            with open(self.cache_path, "rb") as fh:
-                loaded = json.loads(fh.read() or b"{}")
-            if isinstance(loaded, dict):
-                state = loaded
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError):
-            log.warning("credential cache %s unreadable; starting afresh", self.cache_path)
-        if state.get("version") != CACHE_VERSION or state.get("bound_to") != self._binding():
-            state = {}
-        self._state = state
-        return state
+        self._state = self.cache.load()
+        return self._state
 
     def _save(self, state: dict[str, Any]) -> None:
-        state["version"] = CACHE_VERSION
-        state["bound_to"] = self._binding()
-        data = json.dumps(state, sort_keys=True).encode()
-        try:
-            write_file_atomic(self.cache_path, data, mode=0o600)
-        except OSError as exc:
-            # Not fatal: the credentials work; the next run logs in again.
-            log.warning("cannot write the credential cache %s: %s", self.cache_path, exc.strerror)
+        self.cache.save(state)
         self._state = state
 
     def _fresh(self, state: Optional[dict[str, Any]]) -> Optional[Credentials]:

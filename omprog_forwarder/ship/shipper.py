@@ -39,15 +39,14 @@ Exit codes of `ship` (and of `replay`, which ends with a ship):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
-import fcntl
 import logging
 import os
 import random
 import time
-from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
 from omprog_forwarder.config import Config
@@ -63,7 +62,18 @@ from omprog_forwarder.errors import (
     UsageError,
 )
 from omprog_forwarder.ship.retry import RetryPolicy
-from omprog_forwarder.spool import BATCH_ID_RE, BATCH_SUFFIX, Batch, Spool
+from omprog_forwarder.spool import (
+    BATCH_ID_RE,
+    BATCH_SUFFIX,
+    CLOCK_STATE,
+    CREDENTIALS_CACHE,
+    CREDENTIALS_LOCK,
+    SHIP_LOCK,
+    SHIP_STATE,
+    Batch,
+    Spool,
+    try_locked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +83,6 @@ EXIT_AUTH = AuthError.exit_code
 EXIT_FAILED = 1
 #: How many times a run re-lists ready/ after releasing its lock.
 RELIST_ROUNDS = 3
-
-SHIP_STATE = "ship.json"
-CLOCK_STATE = "clock.json"
-SHIP_LOCK = "ship.lock"
-CREDENTIALS_CACHE = "credentials.json"
-CREDENTIALS_LOCK = "credentials.lock"
 
 #: Keys the shipper cannot work without (client_secret is optional: app
 #: clients without a secret exist; device_id defaults to username).
@@ -91,6 +95,34 @@ REQUIRED_KEYS = (
     "username",
     "password",
 )
+
+
+if TYPE_CHECKING:
+    from omprog_forwarder.ship.auth import Credentials
+    from omprog_forwarder.ship.transport import Sent
+
+
+class Auth(Protocol):
+    """Where the shipper gets credentials (auth.CognitoAuth; auth.StaticAuth in benches)."""
+
+    #: Events to add to the spool's counters as `ship_<name>` (logins, renewals, ...).
+    counts: collections.Counter[str]
+
+    def credentials(self) -> Credentials:
+        """Credentials with time left, renewed when due."""
+        ...
+
+    def renew(self) -> Credentials:
+        """New credentials now: the API refused the current ones."""
+        ...
+
+
+class Sender(Protocol):
+    """How the shipper sends one body (transport.Transport)."""
+
+    def post(self, body: bytes, creds: Credentials, sign_time: float) -> Sent:
+        """Returns on a 2xx; raises a classified SendError otherwise."""
+        ...
 
 
 class _Stop(Exception):
@@ -143,8 +175,8 @@ class Shipper:
         cfg: Config,
         spool: Spool,
         *,
-        auth: Any = None,
-        transport: Any = None,
+        auth: Optional[Auth] = None,
+        transport: Optional[Sender] = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -170,8 +202,8 @@ class Shipper:
             from omprog_forwarder.ship.transport import Transport
 
             transport = Transport(cfg.endpoint_url, cfg.region)
-        self.auth = auth
-        self.transport = transport
+        self.auth: Auth = auth
+        self.transport: Sender = transport
         self.device_id = cfg.effective_device_id()
         self.sent_batches = 0
         self.sent_lines = 0
@@ -305,7 +337,7 @@ class Shipper:
             sent.elapsed,
         )
 
-    def _attempt(self, data: bytes) -> Any:
+    def _attempt(self, data: bytes) -> Sent:
         """One send, with at most one clock correction and one forced credential renewal."""
         creds = self.auth.credentials()
         corrected = renewed = False
@@ -381,7 +413,7 @@ class Shipper:
             "lines": batch.lines,
             "time": _iso(self.now()),
         }
-        self.spool.move_to_dead(batch, why)
+        dead = self.spool.move_to_dead(batch, why)
         self._count(ship_dead_batches=1, ship_dead_lines=batch.lines, **{f"ship_dead_{reason}": 1})
         self._record_error(batch.batch_id, f"moved to dead/ ({reason}): {error}")
         log.error(
@@ -390,7 +422,7 @@ class Shipper:
             batch.lines,
             reason,
             error,
-            os.path.join(self.spool.dead_dir, batch.name[: -len(BATCH_SUFFIX)] + ".why"),
+            dead.why_path,
         )
 
     # -- state/ ---------------------------------------------------------
@@ -409,25 +441,15 @@ class Shipper:
         self.spool.add_counters(deltas)
 
     def _flush_auth_counts(self) -> None:
-        counts = getattr(self.auth, "counts", None)
+        counts = self.auth.counts
         if counts:
             self._count(**{f"ship_{k}": v for k, v in counts.items()})
             counts.clear()
 
 
-@contextlib.contextmanager
-def ship_lock(spool: Spool) -> Iterator[bool]:
+def ship_lock(spool: Spool) -> contextlib.AbstractContextManager[bool]:
     """Yields True when this process is the spool's only shipper."""
-    fd = os.open(spool.state_path(SHIP_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    return try_locked(spool.state_path(SHIP_LOCK))
 
 
 def run_ship(cfg: Config, **deps: Any) -> int:
@@ -474,7 +496,7 @@ def _find_dead(spool: Spool, names: list[str]) -> list[Batch]:
         index[b.batch_id] = b
         index[b.name] = b
         index[b.name[: -len(BATCH_SUFFIX)]] = b
-        index[b.name[: -len(BATCH_SUFFIX)] + ".why"] = b
+        index[os.path.basename(b.why_path)] = b
     chosen, missing = [], []
     for name in names:
         b = index.get(os.path.basename(name.rstrip("/")))

@@ -43,6 +43,7 @@ from omprog_forwarder.errors import (
     ClockSkewError,
     CredentialsRejectedError,
     PermanentSendError,
+    SendError,
     TransientSendError,
 )
 
@@ -202,7 +203,7 @@ def _api_message(text: str) -> str:
 
 def classify(
     status: int, headers: Mapping[str, str], content: bytes, now: float
-) -> Optional[Exception]:
+) -> Optional[SendError]:
     """None for a 2xx, otherwise the error that says what to do about the answer."""
     if 200 <= status < 300:
         return None
