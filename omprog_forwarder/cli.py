@@ -1,19 +1,23 @@
 """Command line: `run` (what rsyslog starts), `ship`, `replay`, `status`.
 
-This module is on the ingest path, so it imports the standard library only;
-the shipper's modules are imported inside their commands.
+The top of the import graph: it parses the arguments, loads the
+configuration and hands each command its values; nothing imports this
+module, and nothing below it sees argparse. It is on the ingest path, so it
+imports the standard library only; each command's modules are imported
+inside that command.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Optional
 
 from omprog_forwarder import __version__, config
-from omprog_forwarder.errors import ForwarderError
+from omprog_forwarder.errors import FatalError, ForwarderError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_config(args: argparse.Namespace) -> config.Config:
+    """The configuration for these arguments (options > environment > files > defaults)."""
     extra = None
     if getattr(args, "env_file", None):
         from omprog_forwarder.envfile import read_env_file
@@ -67,13 +72,31 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
 
 
+def file_options(args: argparse.Namespace) -> list[str]:
+    """The file options given, as absolute paths (for the shipper `run` starts)."""
+    options = []
+    for flag, value in (
+        ("--config", args.config),
+        ("--env-file", args.env_file),
+        ("--spool-dir", args.spool_dir),
+    ):
+        if value:
+            options += [flag, os.path.abspath(value)]
+    return options
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging()
     if args.command == "run":
-        from omprog_forwarder.ingest.run import run
+        from omprog_forwarder.ingest.run import refuse_start, run
 
-        return run(args)
+        try:
+            cfg = load_config(args)
+        except FatalError as exc:  # rsyslog still gets its one status line
+            return refuse_start(str(exc), exc.exit_code)
+        logging.getLogger().setLevel(cfg.log_level)
+        return run(cfg, ship_options=file_options(args))
     try:
         cfg = load_config(args)
         logging.getLogger().setLevel(cfg.log_level)

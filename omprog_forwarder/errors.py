@@ -1,6 +1,6 @@
 """Errors of omprog-forwarder, split the way rsyslog splits them.
 
-    ForwarderError                  base; carries an exit code
+    ForwarderError                  base; carries an exit code (cli prints it and exits)
     ├── FatalError                  the program cannot work: say why and exit non-zero,
     │   │                           rsyslog keeps the messages and restarts it later
     │   ├── ConfigError             a bad key or value; the message names both
@@ -11,9 +11,11 @@
     │                               user disabled, MFA asked), or the API kept answering
     │                               401/403 after the credentials were renewed: the
     │                               shipper stops, every batch stays in ready/
-    ├── RecoverableError            this message cannot be taken now: answer an error
-    │   │                           status line, rsyslog retries the same message
-    │   └── SpoolFullError          the spool reached max_spool_bytes
+    ├── RecoverableError            this message cannot be taken now: the protocol loop
+    │   │                           answers an error status line (ingest/protocol.py,
+    │   │                           answer_message), rsyslog retries the same message
+    │   ├── SpoolFullError          the spool reached max_spool_bytes
+    │   └── DiskFullError           the file system under the spool is full
     └── SendError                   the shipper could not deliver a batch
         ├── TransientSendError      retry later (429, 5xx, timeouts, connection errors)
         │   └── AuthUnavailableError  Cognito unreachable, throttled or failing: the
@@ -25,8 +27,14 @@
             └── ClockSkewError      403 "Signature expired" / "not yet current": sign
                                     again with the time taken from the response's Date
 
-Messages never contain a password, a client secret, a token or a secret key.
-Nothing here imports anything outside the standard library.
+Each leaf is raised where its condition is found; the bases are caught by
+their role: ForwarderError by the command line (message and exit code),
+FatalError by `run` at start-up (one error status to rsyslog, then exit),
+RecoverableError by the protocol loop, TransientSendError by the retry
+policy, CredentialsRejectedError by the shipper's renewal, and SendError
+groups what `Transport.post` raises. Messages never contain a password, a
+client secret, a token or a secret key. Nothing here imports anything outside
+the standard library.
 """
 
 from __future__ import annotations
@@ -41,50 +49,26 @@ class ForwarderError(Exception):
 
 
 class FatalError(ForwarderError):
+    """The program cannot work as configured or placed: exit non-zero with the reason."""
+
     exit_code = 1
 
 
 class ConfigError(FatalError):
+    """A bad or missing setting; the message names the key and the value."""
+
     exit_code = 2
 
 
 class SpoolError(FatalError):
+    """The spool directory cannot be created, written or read back."""
+
     exit_code = 1
 
 
-class RecoverableError(ForwarderError):
-    """Turned into an omprog error status line; never exits the program."""
-
-
-class SpoolFullError(RecoverableError):
-    pass
-
-
-class SendError(ForwarderError):
-    pass
-
-
-class TransientSendError(SendError):
-    """`retry_after` (seconds) is the server's Retry-After, when it sent one."""
-
-    def __init__(
-        self, message: str, status: Optional[int] = None, retry_after: Optional[float] = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
-class PermanentSendError(SendError):
-    """`status` and `body` (an excerpt of the response) go into the batch's .why file."""
-
-    def __init__(self, message: str, status: Optional[int] = None, body: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
 class UsageError(FatalError):
+    """A command was asked for something that is not there."""
+
     exit_code = 2
 
 
@@ -94,8 +78,44 @@ class AuthError(FatalError):
     exit_code = 77
 
 
+class RecoverableError(ForwarderError):
+    """Turned into an omprog error status line; never exits the program."""
+
+
+class SpoolFullError(RecoverableError):
+    """The spool holds max_spool_bytes: rsyslog keeps the line in its queue."""
+
+
+class DiskFullError(RecoverableError):
+    """The file system is full (ENOSPC, EDQUOT, EFBIG): nothing was written."""
+
+
+class SendError(ForwarderError):
+    """The shipper could not deliver a batch."""
+
+
+class TransientSendError(SendError):
+    """Retry later. `retry_after` (seconds) is the server's Retry-After, when it sent one."""
+
+    def __init__(
+        self, message: str, status: Optional[int] = None, retry_after: Optional[float] = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
 class AuthUnavailableError(TransientSendError):
     """Cognito could not be reached or failed; retried like an API outage."""
+
+
+class PermanentSendError(SendError):
+    """The API refused the batch for good; `status` and `body` go into its .why file."""
+
+    def __init__(self, message: str, status: Optional[int] = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 class BatchTooLargeError(SendError):
@@ -108,7 +128,7 @@ class BatchTooLargeError(SendError):
 
 
 class CredentialsRejectedError(SendError):
-    """The API refused the signature or the credentials (401/403)."""
+    """The API refused the signature or the credentials (401/403): renew once."""
 
     def __init__(self, message: str, status: int = 403) -> None:
         super().__init__(message)

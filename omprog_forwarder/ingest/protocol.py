@@ -8,7 +8,9 @@ it waits for exactly one status line per input line on our stdout:
     anything else   not taken: rsyslog retries the same message (1 s later)
 
 `OK` also opens the conversation (after start-up), and answers the transaction
-marks. The loop below owns stdin/stdout; the work is a `Handler`. stdin is read
+marks. The loop below owns stdin/stdout; the work is a `Handler`. A handler
+that cannot take a message now raises a `RecoverableError`; this loop, and
+only it, turns that into the error status rsyslog retries on. stdin is read
 as bytes with os.read (no buffered reader, so poll() never misses data that
 sits in a buffer), an empty line is a message, and EOF ends the loop.
 """
@@ -19,7 +21,9 @@ import errno
 import io
 import os
 import select
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
+
+from omprog_forwarder.errors import RecoverableError
 
 OK = b"OK"
 DEFER_COMMIT = b"DEFER_COMMIT"
@@ -33,8 +37,18 @@ def error_status(reason: str) -> bytes:
     return ("Error: " + text).encode("utf-8", "replace")[:_MAX_STATUS]
 
 
+def answer_message(on_message: Callable[[bytes, int], bytes], line: bytes, truncated: int) -> bytes:
+    """The status line for one message: the handler's word, or the error status
+    of the RecoverableError it raised (the one place a refusal becomes one)."""
+    try:
+        return on_message(line, truncated)
+    except RecoverableError as exc:
+        return error_status(str(exc))
+
+
 class Handler(Protocol):
-    def on_message(self, line: bytes, truncated: int) -> bytes: ...
+    def on_message(self, line: bytes, truncated: int) -> bytes:
+        """The status word for one message; raises RecoverableError to refuse it."""
 
     def on_begin(self) -> bytes: ...
 
@@ -88,7 +102,7 @@ class OmprogLoop:
         elif line == self.commit_mark and not truncated:
             status = self.handler.on_commit()
         else:
-            status = self.handler.on_message(line, truncated)
+            status = answer_message(self.handler.on_message, line, truncated)
         self.reply(status)
         self.handler.after_reply()
 

@@ -1,16 +1,25 @@
-"""`omprog-forwarder run`: start-up, signals and shutdown around the omprog loop."""
+"""`omprog-forwarder run`: start-up, signals and shutdown around the omprog loop.
+
+The command line (`cli.py`) parses and loads the configuration; this module
+receives the values. A failure at any point before the loop still answers
+rsyslog with one error status line and a non-zero exit (`refuse_start`), so
+rsyslog logs the reason and tries again later.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
+from typing import BinaryIO, Optional
 
-from omprog_forwarder.errors import ForwarderError
+from omprog_forwarder.config import Config
+from omprog_forwarder.errors import FatalError
 from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ingest.batcher import Batcher
+from omprog_forwarder.ingest.launcher import ShipperLauncher
 from omprog_forwarder.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -29,22 +38,23 @@ def install_signal_handlers() -> None:
         signal.signal(sig, _note_signal)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start up, answer OK, serve until EOF. Returns the exit code."""
-    from omprog_forwarder.cli import load_config
+def run(cfg: Config, ship_options: Sequence[str] = ()) -> int:
+    """Start up, answer OK, serve until EOF. Returns the exit code.
 
+    `ship_options` are the file options this `run` was given (absolute
+    paths), handed on to the shipper it starts when `ship_command = auto`.
+    """
     install_signal_handlers()
     loop_out = os.fdopen(os.dup(STDOUT), "wb", buffering=0)
     try:
-        cfg = load_config(args)
-        logging.getLogger().setLevel(cfg.log_level)
         spool = Spool(cfg.spool_dir).create()
-        batcher = Batcher(cfg, spool, run_options=_options_for_ship(args))
-    except ForwarderError as exc:
-        return _fail_start(loop_out, str(exc), exc.exit_code)
+        launcher = ShipperLauncher(cfg, spool, ship_options)
+        batcher = Batcher(cfg, spool, launcher)
+    except FatalError as exc:
+        return refuse_start(str(exc), exc.exit_code, loop_out)
     except Exception as exc:  # start-up must always answer rsyslog with a reason
         log.exception("start-up failed")
-        return _fail_start(loop_out, f"start-up failed: {exc}", 1)
+        return refuse_start(f"start-up failed: {exc}", 1, loop_out)
     # Nothing but protocol words may reach fd 1: point the Python-level stdout
     # at stderr so a stray print() can never corrupt the conversation.
     sys.stdout = sys.stderr
@@ -74,23 +84,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options_for_ship(args: argparse.Namespace) -> list[str]:
-    """The file options of this `run`, as absolute paths, for `ship_command = auto`."""
-    options = []
-    for flag, value in (
-        ("--config", args.config),
-        ("--env-file", args.env_file),
-        ("--spool-dir", args.spool_dir),
-    ):
-        if value:
-            options += [flag, os.path.abspath(value)]
-    return options
-
-
-def _fail_start(out: object, reason: str, code: int) -> int:
+def refuse_start(reason: str, code: int, out: Optional[BinaryIO] = None) -> int:
+    """Answer rsyslog's start-up handshake with an error status; return `code`."""
     log.error("cannot start: %s", reason)
     try:
-        out.write(protocol.error_status(reason) + b"\n")  # type: ignore[attr-defined]
+        if out is None:
+            os.write(STDOUT, protocol.error_status(reason) + b"\n")
+        else:
+            out.write(protocol.error_status(reason) + b"\n")
     except OSError:
         pass
     return code

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from support.ingest_helpers import counters, json_line, make_rig, ready_lines, run_once, uuid_hex
 
 from omprog_forwarder.ingest import protocol
-from omprog_forwarder.ingest.batcher import holds_uuid, line_severity, line_uuid
+from omprog_forwarder.ingest.batcher import line_severity
+from omprog_forwarder.ingest.dedup import holds_uuid, line_uuid
 from omprog_forwarder.spool import Spool, encode_record
 
 U = "00D86F880BD84D4E8F21B1497FAB6951"

@@ -162,9 +162,9 @@ def test_a_batch_sealed_while_the_shipper_is_exiting_gets_a_new_shipper(tmp_path
     rig.batcher.on_message(b"second", 0)
     rig.batcher.seal("test")  # the first shipper is still running
     assert rig.batcher.counters["shipper_started"] == 1
-    assert rig.batcher.ship_pending
+    assert rig.batcher.launcher.pending
     wait_for(
         lambda: rig.batcher.on_tick() is not None and rig.batcher.counters["shipper_started"] == 2,
         what="a second shipper",
     )
-    assert not rig.batcher.ship_pending
+    assert not rig.batcher.launcher.pending

@@ -1,6 +1,8 @@
-"""The ingest path imports the standard library only.
+"""The ingest path imports the standard library only, and never the ship half.
 
-Each case runs a fresh interpreter (`sys.executable`, the venv's python). The
+The ingest path is a folder, not a list: every module in
+`omprog_forwarder/ingest/` plus the shared modules at the package's top
+(`SHARED`). Each case runs a fresh interpreter (`sys.executable`, the venv's python). The
 probe snapshots `sys.modules` first: what the interpreter's own start-up loaded
 (site hooks such as setuptools' `_distutils_hack` or an editable-install
 finder) is not the ingest path's doing. Everything imported after that must be
@@ -50,8 +52,9 @@ def third_party():
 
 
 def write_report():
+    ours = sorted(n for n in sys.modules if n.split(".")[0] == "omprog_forwarder")
     with open(report, "w") as fh:
-        fh.write(__import__("json").dumps(third_party()))
+        fh.write(__import__("json").dumps({"third_party": third_party(), "ours": ours}))
 
 
 if mode == "run":
@@ -66,12 +69,28 @@ else:
     write_report()
 """
 
-IMPORTS = (
-    "import omprog_forwarder.cli, omprog_forwarder.ingest.run, omprog_forwarder.ingest.batcher"
-)
+PACKAGE = Path(__file__).resolve().parents[2] / "omprog_forwarder"
+#: The modules at the top of the package that both halves use.
+SHARED = ("cli", "config", "envfile", "errors", "spool", "status")
 
 
-def probe(tmp_path: Path, mode: str, *args: str, stdin: bytes = b"") -> tuple[list[str], bytes]:
+def ingest_modules() -> list[str]:
+    """Every module of the ingest folder, found on disk (a new one is checked too)."""
+    found = sorted(p.stem for p in (PACKAGE / "ingest").glob("*.py") if p.stem != "__init__")
+    assert {"protocol", "batcher", "dedup", "launcher", "run"} <= set(found)
+    return [f"omprog_forwarder.ingest.{name}" for name in found]
+
+
+def ingest_path() -> list[str]:
+    return [f"omprog_forwarder.{name}" for name in SHARED] + ingest_modules()
+
+
+IMPORTS = "import " + ", ".join(ingest_path())
+
+
+def probe(
+    tmp_path: Path, mode: str, *args: str, stdin: bytes = b""
+) -> tuple[list[str], bytes, list[str]]:
     report = tmp_path / "third-party.json"
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, mode, str(report), *args],
@@ -81,12 +100,17 @@ def probe(tmp_path: Path, mode: str, *args: str, stdin: bytes = b"") -> tuple[li
         timeout=DEADLINE * 2,
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    return json.loads(report.read_text()), proc.stdout
+    found = json.loads(report.read_text())
+    return found["third_party"], proc.stdout, found["ours"]
 
 
-def test_importing_cli_ingest_and_batcher_loads_no_third_party_module(tmp_path: Path) -> None:
-    third_party, _ = probe(tmp_path, IMPORTS)
+def test_the_whole_ingest_path_loads_no_third_party_module_and_not_the_ship_half(
+    tmp_path: Path,
+) -> None:
+    third_party, _, ours = probe(tmp_path, IMPORTS)
     assert third_party == []
+    assert set(ingest_path()) <= set(ours), "the probe imported what it checks"
+    assert [m for m in ours if m.startswith("omprog_forwarder.ship")] == []
 
 
 def test_a_real_run_session_loads_no_third_party_module(tmp_path: Path) -> None:
@@ -101,10 +125,11 @@ def test_a_real_run_session_loads_no_third_party_module(tmp_path: Path) -> None:
         b"x" * 5000,
     ]
     stdin = b"".join(x + b"\n" for x in lines)
-    third_party, stdout = probe(tmp_path, "run", "--spool-dir", str(spool), stdin=stdin)
+    third_party, stdout, ours = probe(tmp_path, "run", "--spool-dir", str(spool), stdin=stdin)
     assert stdout == b"OK\nOK\nOK\nOK\nOK\nDEFER_COMMIT\nOK\nOK\n", "the session really ran"
     assert len(ready_lines(spool)) == 4, "hello, urgent, the transaction line, the long one"
     assert third_party == []
+    assert [m for m in ours if m.startswith("omprog_forwarder.ship")] == []
 
 
 def test_status_command_loads_no_third_party_module(tmp_path: Path) -> None:
@@ -112,12 +137,18 @@ def test_status_command_loads_no_third_party_module(tmp_path: Path) -> None:
         "import sys; from omprog_forwarder.cli import main; "
         f"main(['status', '--json', '--spool-dir', {str(tmp_path / 'spool')!r}])"
     )
-    third_party, _ = probe(tmp_path, code)
+    third_party, _, _ = probe(tmp_path, code)
     assert third_party == []
 
 
 @pytest.mark.parametrize("module", ["pytest", "hypothesis"])
 def test_the_probe_does_flag_a_third_party_import(tmp_path: Path, module: str) -> None:
     """Control: the check above is not vacuous."""
-    third_party, _ = probe(tmp_path, f"{IMPORTS}; import {module}")
+    third_party, _, _ = probe(tmp_path, f"{IMPORTS}; import {module}")
     assert module in third_party
+
+
+def test_the_probe_does_see_the_ship_half(tmp_path: Path) -> None:
+    """Control: importing the ship half is noticed."""
+    _, _, ours = probe(tmp_path, f"{IMPORTS}; import omprog_forwarder.ship.retry")
+    assert "omprog_forwarder.ship.retry" in ours

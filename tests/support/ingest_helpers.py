@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omprog_forwarder import config
+from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ingest.batcher import Batcher
 from omprog_forwarder.spool import Spool, decode_records
 
@@ -261,11 +262,12 @@ WINDOW_START = 1795734600.0
 
 
 class LoopDrivenBatcher(Batcher):
-    """A Batcher whose on_message also runs what the omprog loop runs after the
-    reply (`after_reply`), so in-process tests see the state the loop leaves."""
+    """A Batcher whose on_message answers as the omprog loop does (a refusal
+    becomes its error status) and then runs what the loop runs after the
+    reply (`after_reply`), so in-process tests see what the loop leaves."""
 
     def on_message(self, line: bytes, truncated: int) -> bytes:
-        status = super().on_message(line, truncated)
+        status = protocol.answer_message(super().on_message, line, truncated)
         self.after_reply()
         return status
 
