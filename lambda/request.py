@@ -28,7 +28,10 @@ from typing import Any, Optional
 
 from errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
+#: The batch object's keys, as the device sends them (tests/test_contract.py).
+BODY_KEYS = ("device_id", "batch_id", "timestamp", "logs")
 #: Device and batch ids: safe as one S3 key segment, and as a log field.
+#: The device holds the same pattern (omprog_forwarder/spool.py ID_PATTERN).
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z", re.ASCII)
 GZIP_MAGIC = b"\x1f\x8b"
 #: Concatenated gzip members accepted in one body (a device sends one).

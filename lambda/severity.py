@@ -13,7 +13,8 @@ from typing import Optional, Union
 #: Canonical RFC 5424 severity names, indexed by number.
 SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
-#: Every accepted spelling (lower case) → number.
+#: Every accepted spelling (lower case) → number. The device holds the same table
+#: (``omprog_forwarder/config.py``); ``tests/test_contract.py`` keeps them equal.
 SEVERITY_BY_NAME = {name: num for num, name in enumerate(SEVERITY_NAMES)}
 SEVERITY_BY_NAME.update(
     {
@@ -22,6 +23,7 @@ SEVERITY_BY_NAME.update(
         "emergency": 0,
         "panic": 0,
         "warn": 4,
+        "informational": 6,
     }
 )
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Optional
 
 from omprog_forwarder.errors import ConfigError
+from omprog_forwarder.spool import ID_PATTERN
 
 ENV_PREFIX = "OMPROG_FORWARDER_"
 SECTION = "forwarder"
@@ -27,22 +28,19 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGN
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": MIB, "g": 1024 * MIB}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
-SEVERITY_NAMES = {
-    "emerg": 0,
-    "emergency": 0,
-    "panic": 0,
-    "alert": 1,
-    "crit": 2,
-    "critical": 2,
-    "err": 3,
-    "error": 3,
-    "warning": 4,
-    "warn": 4,
-    "notice": 5,
-    "info": 6,
-    "informational": 6,
-    "debug": 7,
+#: Syslog severity names, canonical (RFC 5424 order) then the aliases senders use.
+#: The Lambda holds the same table (lambda/severity.py); tests/test_contract.py
+#: keeps the two equal, since the Lambda cannot import this package.
+SEVERITY_BY_NAME = {
+    name: num
+    for num, name in enumerate(
+        ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+    )
 }
+SEVERITY_BY_NAME.update(
+    {"emergency": 0, "panic": 0, "critical": 2, "error": 3, "warn": 4, "informational": 6}
+)
+DEVICE_ID_RE = re.compile(ID_PATTERN + r"\Z", re.ASCII)
 SECRET_KEYS = frozenset({"password", "client_secret"})
 
 
@@ -66,11 +64,21 @@ def parse_duration(text: str) -> float:
 def parse_severity(text: str) -> int:
     """`3`, `err`, `error` -> 3."""
     t = text.strip().lower()
-    if t.isdigit() and 0 <= int(t) <= 7:
+    if len(t) == 1 and "0" <= t <= "7":  # not isdigit(): "¹" is a digit too
         return int(t)
-    if t in SEVERITY_NAMES:
-        return SEVERITY_NAMES[t]
+    if t in SEVERITY_BY_NAME:
+        return SEVERITY_BY_NAME[t]
     raise ValueError("expected a syslog severity 0-7 or a name such as err, warning, crit")
+
+
+def parse_device_id(text: str) -> str:
+    """A device id the Lambda accepts as one S3 key segment (or empty: the username)."""
+    t = text.strip()
+    if t and not DEVICE_ID_RE.match(t):
+        raise ValueError(
+            "a device id is 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        )
+    return t
 
 
 def _positive(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -164,7 +172,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "identity_pool_id": _text,
     "username": _text,
     "password": lambda t: t,
-    "device_id": _text,
+    "device_id": parse_device_id,
     "ship_max_seconds": _positive(parse_duration),
 }
 KEYS = Config._fields

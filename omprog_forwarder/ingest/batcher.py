@@ -20,7 +20,7 @@ import re
 import time
 from typing import Callable, Optional
 
-from omprog_forwarder.config import SEVERITY_NAMES, Config
+from omprog_forwarder.config import SEVERITY_BY_NAME, Config
 from omprog_forwarder.errors import DiskFullError, SpoolFullError
 from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ingest.dedup import RecentSet, line_uuid, load_recent
@@ -42,7 +42,7 @@ _JSON_SEVERITY_RE = re.compile(rb'"severity"\s*:\s*"?([0-7]|[A-Za-z]+)\b')
 _CUSTOM_SEVERITY_RE = re.compile(
     rb"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* \S+ [A-Za-z0-9]+\.([A-Za-z]+): "
 )
-_SEVERITY_BYTES = {name.encode(): num for name, num in SEVERITY_NAMES.items()}
+_SEVERITY_BYTES = {name.encode(): num for name, num in SEVERITY_BY_NAME.items()}
 COUNTER_FLUSH_SECONDS = 10.0
 USAGE_RESCAN_SECONDS = 1.0
 

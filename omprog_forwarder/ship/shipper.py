@@ -49,7 +49,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
-from omprog_forwarder.config import Config
+from omprog_forwarder.config import DEVICE_ID_RE, Config
 from omprog_forwarder.errors import (
     AuthError,
     BatchTooLargeError,
@@ -144,6 +144,13 @@ def check_config(cfg: Config, need_cognito: bool = True) -> None:
             f"the shipper needs {', '.join(missing)}: set "
             f"{'it' if len(missing) == 1 else 'them'} in the config file, as "
             "OMPROG_FORWARDER_<KEY>, or in the how-to's .env (--env-file)"
+        )
+    device = cfg.effective_device_id()
+    if not DEVICE_ID_RE.match(device):
+        key = "device_id" if cfg.device_id else "username"
+        raise ConfigError(
+            f"bad value {device!r} for {key!r}: the API takes device ids of 1-128 characters "
+            "A-Z a-z 0-9 . _ -, starting with a letter or digit"
         )
     url = urlsplit(cfg.endpoint_url)
     if url.scheme not in ("https", "http") or not url.netloc:

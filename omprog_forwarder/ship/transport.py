@@ -48,6 +48,8 @@ from omprog_forwarder.errors import (
 )
 
 CONTENT_TYPE = "application/gzip"
+#: The wire body's keys, in order; the Lambda reads exactly these (tests/test_contract.py).
+BODY_KEYS = ("device_id", "batch_id", "timestamp", "logs")
 SERVICE = "execute-api"
 USER_AGENT = f"omprog-forwarder/{__version__}"
 BODY_EXCERPT_CHARS = 2000
@@ -97,11 +99,11 @@ def build_body(
     """
     comp = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip container, mtime 0
     head = json.dumps(
-        {"device_id": device_id, "batch_id": batch_id, "timestamp": timestamp},
+        dict(zip(BODY_KEYS[:3], (device_id, batch_id, timestamp))),
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    parts = [comp.compress((head[:-1] + ',"logs":[').encode("utf-8"))]
+    parts = [comp.compress((head[:-1] + f',"{BODY_KEYS[3]}":[').encode("utf-8"))]
     size = len(head) + 8
     invalid = 0
     first = True

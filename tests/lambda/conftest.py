@@ -20,6 +20,7 @@ import alerts
 import handler
 import identity
 import pytest
+from support.clock import FakeClock
 
 BUCKET = "omprog-test-logs"
 DEVICE = "pi-kitchen-01"
@@ -165,21 +166,6 @@ def slack() -> Iterator[SlackSink]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-class FakeClock:
-    """Monotonic time that only moves when the code under test sleeps (or a test says so)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from typing import Any
 import identity
 import pytest
 from errors import BadRequest, Forbidden, ServiceUnavailable
+from support.clock import FakeClock
 from support.events import load_event
 
 RECORDED_POOL = "eu-west-1_kcpcLxLzn"
@@ -108,18 +109,10 @@ def test_username_is_cached_per_container(cognito: Any) -> None:
     assert len(calls) == 1
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_cached_username_expires_after_ten_minutes(cognito: Any) -> None:
     """A device disabled in Cognito is refused by a warm container once its entry expires."""
     sub = cognito.add_device("pi-ttl")
-    clock, calls = Clock(), []
+    clock, calls = FakeClock(5000.0), []
 
     def factory() -> Any:
         calls.append(clock.now)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
+from support.clock import FakeClock
 from support.gateway import Gateway
 from support.moto_cognito import (
     MOTO_ACCESS_KEY,
@@ -19,26 +20,6 @@ from support.moto_cognito import (
 
 from omprog_forwarder import config
 from omprog_forwarder.spool import Batch, Spool
-
-
-class FakeClock:
-    """A monotonic clock that only moves when the code under test sleeps (or a test says)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[int], None] = lambda n: None
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        self.on_sleep(len(self.sleeps))
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture(autouse=True)

@@ -17,23 +17,17 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
+from support.clock import FakeClock
 
 from omprog_forwarder import config
 from omprog_forwarder.errors import AuthError, AuthUnavailableError
 from omprog_forwarder.ship.auth import CognitoAuth, Credentials, is_due, renew_margin
 
 
-class Now:
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def now():
-    return Now()
+    """The device's wall clock: real time (moto's tokens live in it), shifted by tests."""
+    return FakeClock(0.0, follow=time.time)
 
 
 @pytest.fixture
@@ -111,7 +105,7 @@ def test_due_credentials_are_renewed_from_the_cached_id_token(make_auth, spool, 
     auth = make_auth()
     auth.credentials()
     identity = cache(spool)["identity_id"]
-    now.t += 50  # 40 s left of moto's 90: inside the 45 s margin
+    now.advance(50)  # 40 s left of moto's 90: inside the 45 s margin
     auth.credentials()
     assert auth.counts == {"logins": 1, "credential_renewals": 2}
     assert cache(spool)["identity_id"] == identity  # GetId not called again
@@ -120,7 +114,7 @@ def test_due_credentials_are_renewed_from_the_cached_id_token(make_auth, spool, 
 def test_credentials_not_yet_due_are_not_renewed(make_auth, now):
     auth = make_auth()
     auth.credentials()
-    now.t += 40
+    now.advance(40)
     auth.credentials()
     assert auth.counts == {"logins": 1, "credential_renewals": 1}
 
@@ -129,7 +123,7 @@ def test_due_tokens_are_renewed_with_the_refresh_token(make_auth, spool, now):
     auth = make_auth()
     auth.credentials()
     refresh = cache(spool)["tokens"]["refresh_token"]
-    now.t += 3600 - 200  # the hour-long ID token is within 5 minutes of expiry
+    now.advance(3600 - 200)  # the hour-long ID token is within 5 minutes of expiry
     auth.credentials()
     assert auth.counts == {"logins": 1, "token_refreshes": 1, "credential_renewals": 2}
     assert cache(spool)["tokens"]["refresh_token"] == refresh  # no rotation: kept
@@ -141,7 +135,7 @@ def test_a_refused_refresh_token_falls_back_to_a_full_login(make_auth, spool, no
     c["tokens"]["refresh_token"] = "revoked-" + c["tokens"]["refresh_token"]
     with open(spool.state_path("credentials.json"), "w") as fh:
         json.dump(c, fh)
-    now.t += 3600 - 200
+    now.advance(3600 - 200)
     auth = make_auth()
     auth.credentials()
     assert auth.counts == {"logins": 1, "credential_renewals": 1}
@@ -257,7 +251,7 @@ def test_no_secret_in_any_log_line_or_repr(make_auth, device, spool, now, caplog
     caplog.set_level(logging.DEBUG, logger="omprog_forwarder")
     auth = make_auth()
     creds = auth.credentials()
-    now.t += 3600 - 200
+    now.advance(3600 - 200)
     auth.credentials()
     auth.renew()
     c = cache(spool)

@@ -12,25 +12,13 @@ from __future__ import annotations
 import time
 
 import pytest
+from support.clock import FakeClock
 from support.gateway import Gateway
 from support.moto_cognito import CredentialVendor
 
 from omprog_forwarder.ship import shipper as ship
 
 W1, W2 = "20261126T231000Z", "20261126T231500Z"
-
-
-class WallClock:
-    """Real time plus a shift the test controls."""
-
-    def __init__(self, shift: float = 0.0) -> None:
-        self.shift = shift
-
-    def __call__(self) -> float:
-        return time.time() + self.shift
-
-    def advance(self, seconds: float) -> None:
-        self.shift += seconds
 
 
 def access_key(received) -> str:
@@ -40,7 +28,7 @@ def access_key(received) -> str:
 @pytest.fixture
 def world():
     """AWS's clock (the gateway and the credential vendor live on it)."""
-    return WallClock()
+    return FakeClock(0.0, follow=time.time)
 
 
 @pytest.fixture
@@ -83,7 +71,7 @@ def test_credentials_the_api_calls_expired_are_renewed_and_the_batch_resent(
     """The device's clock lags (within the signing window): it thinks its keys are good."""
     seal(W1, [b"a"])
     seal(W2, [b"b"])
-    device_clock = WallClock()
+    device_clock = FakeClock(0.0, follow=time.time)
 
     def accept_then_world_moves_on(event):
         if len(api.accepted) == 0:

@@ -7,6 +7,7 @@ import calendar
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.clock import FakeClock
 
 from omprog_forwarder.errors import (
     BatchTooLargeError,
@@ -119,19 +120,6 @@ def test_parse_retry_after(headers, now, expected):
     assert parse_retry_after(headers, now) == expected
 
 
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-        self.slept = []
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, s):
-        self.slept.append(s)
-        self.t += s
-
-
 def failing(errors):
     calls = []
 
@@ -145,7 +133,7 @@ def failing(errors):
 
 
 def test_policy_exact_schedule_and_result():
-    clock = Clock()
+    clock = FakeClock(0.0)
     fn, calls = failing(
         [TransientSendError("a"), TransientSendError("b", retry_after=9), TransientSendError("c")]
     )
@@ -158,7 +146,7 @@ def test_policy_exact_schedule_and_result():
         on_retry=lambda n, w, e: seen.append((n, w, str(e))),
     )
     assert policy.call(fn) == "ok"
-    assert clock.slept == [0.25, 9.0, 1.0]
+    assert clock.sleeps == [0.25, 9.0, 1.0]
     assert seen == [(1, 0.25, "a"), (2, 9.0, "b"), (3, 1.0, "c")]
     assert len(calls) == 4
 
@@ -173,19 +161,19 @@ def test_policy_exact_schedule_and_result():
     ],
 )
 def test_policy_does_not_retry_what_is_not_transient(error):
-    clock = Clock()
+    clock = FakeClock(0.0)
     fn, calls = failing([error])
     with pytest.raises(type(error)):
         RetryPolicy(100, clock=clock, sleep=clock.sleep).call(fn)
-    assert len(calls) == 1 and clock.slept == []
+    assert len(calls) == 1 and clock.sleeps == []
 
 
 def test_policy_stops_before_a_wait_that_would_end_past_the_deadline():
-    clock = Clock()
+    clock = FakeClock(0.0)
     fn, calls = failing([TransientSendError(str(i)) for i in range(50)])
     with pytest.raises(TransientSendError, match="^3$"):
         RetryPolicy(10, clock=clock, sleep=clock.sleep, rand=lambda: 1.0).call(fn)
-    assert clock.slept == [1, 2, 4]  # 7 s slept; 8 more would end at 15 > 10
+    assert clock.sleeps == [1, 2, 4]  # 7 s slept; 8 more would end at 15 > 10
     assert len(calls) == 4
 
 

@@ -23,6 +23,7 @@ from omprog_forwarder import config
 from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ingest.batcher import Batcher
 from omprog_forwarder.spool import Spool, decode_records
+from support.clock import FakeClock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -242,19 +243,6 @@ def counters(spool_dir: Path) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- in-process
-
-
-class FakeClock:
-    """A clock the test moves by hand (stands in for time.monotonic or time.time)."""
-
-    def __init__(self, start: float) -> None:
-        self.now = float(start)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # 2026-11-26T23:10:00Z, a multiple of 300 s (and of 60 s)
