@@ -7,10 +7,13 @@
     │   ├── SpoolError              the spool directory cannot be opened or written
     │   ├── UsageError              a command was asked for something that is not there
     │   │                           (e.g. `replay` of a batch that is not in dead/)
-    │   └── AuthError               Cognito refused the device's login (wrong password,
-    │                               user disabled, MFA asked), or the API kept answering
-    │                               401/403 after the credentials were renewed: the
-    │                               shipper stops, every batch stays in ready/
+    │   ├── AuthError               Cognito refused the device's login (wrong password,
+    │   │                           user disabled, MFA asked), or the API kept answering
+    │   │                           401/403 after the credentials were renewed: the
+    │   │                           shipper stops, every batch stays in ready/
+    │   ├── AdminError              an operator command could not do its work: no such
+    │   │                           stack, pool or device, or AWS refused the operator
+    │   └── CheckFailed             `check` found a step that fails (already printed)
     ├── RecoverableError            this message cannot be taken now: the protocol loop
     │   │                           answers an error status line (ingest/protocol.py,
     │   │                           answer_message), rsyslog retries the same message
@@ -76,6 +79,18 @@ class AuthError(FatalError):
     """The device cannot authenticate; an operator has to act (exit 77, EX_NOPERM)."""
 
     exit_code = 77
+
+
+class AdminError(FatalError):
+    """An operator command (provision, deprovision, devices) failed; the message says why."""
+
+    exit_code = 1
+
+
+class CheckFailed(FatalError):
+    """A step of `check` failed; its line (with the reason) is already printed."""
+
+    exit_code = 1
 
 
 class RecoverableError(ForwarderError):

@@ -173,6 +173,17 @@ class CognitoAuth:
             state.pop("credentials", None)
             return self._obtain(state)
 
+    def login(self) -> float:
+        """A full login now, whatever the cache holds (`check` proves the password
+        works); the new tokens are cached. Returns the ID token's expiry."""
+        with self.cache.locked():
+            state = self._load()
+            state.pop("tokens", None)
+            state.pop("credentials", None)
+            self._login(state)
+            self._save(state)
+            return float(state["tokens"]["expires_at"])
+
     # -- cache ----------------------------------------------------------
 
     def _binding(self) -> dict[str, str]:

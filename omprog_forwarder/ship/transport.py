@@ -130,9 +130,12 @@ def build_body(
 
 @dataclass(frozen=True)
 class Sent:
+    """A 2xx: its status, how long it took, what was sent, and the start of the answer."""
+
     status: int
     elapsed: float
     body_bytes: int
+    answer: bytes = b""
 
 
 def amz_date(epoch: float) -> str:
@@ -283,7 +286,12 @@ class Transport:
         error = classify(resp.status_code, resp.headers, content, time.time())
         if error is not None:
             raise error
-        return Sent(resp.status_code, time.monotonic() - started, len(body))
+        return Sent(
+            resp.status_code,
+            time.monotonic() - started,
+            len(body),
+            content[: BODY_EXCERPT_CHARS * 4],
+        )
 
 
 def _reason(exc: BaseException) -> str:

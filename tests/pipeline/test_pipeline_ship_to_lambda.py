@@ -26,9 +26,9 @@ import pytest
 from support.gateway import Caller, Gateway, lambda_proxy
 from support.moto_cognito import (
     MOTO_ACCESS_KEY,
-    MOTO_CALLER,
     Device,
     MotoCognito,
+    caller_for_user,
     isolate_aws_env,
 )
 
@@ -57,18 +57,7 @@ def device(moto: MotoCognito, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def caller_for(dev: Device) -> Caller:
-    """What API Gateway puts in requestContext.identity for this device's credentials."""
-    idp = boto3.client("cognito-idp", region_name=dev.region)
-    attrs = idp.admin_get_user(UserPoolId=dev.user_pool_id, Username=dev.username)
-    sub = next(a["Value"] for a in attrs["UserAttributes"] if a["Name"] == "sub")
-    provider = f"cognito-idp.{dev.region}.amazonaws.com/{dev.user_pool_id}"
-    identity = {
-        "cognitoIdentityPoolId": dev.identity_pool_id,
-        "cognitoIdentityId": f"{dev.region}:00000000-0000-0000-0000-000000000001",
-        "cognitoAuthenticationType": "authenticated",
-        "cognitoAuthenticationProvider": f"{provider},{provider}:CognitoSignIn:{sub}",
-    }
-    return Caller(MOTO_CALLER.secret_key, MOTO_CALLER.session_token, identity=identity)
+    return caller_for_user(dev.region, dev.user_pool_id, dev.identity_pool_id, dev.username)
 
 
 def feed_run(spool_dir: Path, lines: list[bytes]) -> None:

@@ -264,6 +264,27 @@ class CredentialVendor:
         self._patch.stop()
 
 
+def caller_for_user(
+    region: str, user_pool_id: str, identity_pool_id: str, username: str
+) -> Caller:
+    """What API Gateway puts in requestContext.identity for this user's credentials.
+
+    moto gives every identity the same credentials (`MOTO_CALLER`), so a
+    gateway that knows this one caller stands for one device at a time.
+    """
+    idp = boto3.client("cognito-idp", region_name=region)
+    attrs = idp.admin_get_user(UserPoolId=user_pool_id, Username=username)
+    sub = next(a["Value"] for a in attrs["UserAttributes"] if a["Name"] == "sub")
+    provider = f"cognito-idp.{region}.amazonaws.com/{user_pool_id}"
+    identity = {
+        "cognitoIdentityPoolId": identity_pool_id,
+        "cognitoIdentityId": f"{region}:00000000-0000-0000-0000-000000000001",
+        "cognitoAuthenticationType": "authenticated",
+        "cognitoAuthenticationProvider": f"{provider},{provider}:CognitoSignIn:{sub}",
+    }
+    return Caller(MOTO_CALLER.secret_key, MOTO_CALLER.session_token, identity=identity)
+
+
 def isolate_aws_env(monkeypatch: Any, tmp_path: Any) -> None:
     """No host AWS or forwarder settings leak into a test; nothing asks instance metadata."""
     for name in list(os.environ):
