@@ -354,7 +354,7 @@ def sample_rss(proc: subprocess.Popen) -> int:
 
 
 def replay(lines_total: int) -> dict:
-    from support.gateway import Caller, Gateway
+    from devstack.gateway import Caller, Gateway
 
     tmp = tempfile.mkdtemp(prefix="bench-ship-")
     try:

@@ -2,8 +2,8 @@
 
 The config file is the one `provision` wrote; the gateway verifies SigV4 and
 calls the real Lambda handler, which archives into moto's S3 (the same moto
-server). moto hands every identity the same credentials, so the gateway is
-told which device they stand for (`caller_for_user`).
+server). devstack's IdentityBroker issues each identity its own
+credentials, so the gateway knows which device signed.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import handler
 import identity
 import pytest
 from support.deployment import REGION, make_deployment
-from support.gateway import Gateway, Reply, lambda_proxy
-from support.moto_cognito import MOTO_ACCESS_KEY, caller_for_user
 from support.rsyslogd import RSYSLOGD, render_project_conf
 
+from devstack.aws import IdentityBroker
+from devstack.gateway import Gateway, Reply, lambda_proxy
 from omprog_forwarder import cli, config
 from omprog_forwarder.ship.check import Check
 from omprog_forwarder.ship.shipper import run_ship
@@ -42,7 +42,7 @@ def world(moto, operator_env, tmp_path, monkeypatch) -> Iterator[dict[str, Any]]
     s3 = boto3.client("s3", region_name=REGION)
     bucket = f"omprog-archive-{secrets.token_hex(4)}"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    holder: dict[str, Any] = {}
+    gate = {"open": True}  # False: the gateway knows no credentials (a bad signature)
     deps_env: dict[str, str] = {}
     deps = handler.Dependencies(
         s3=lambda: s3,
@@ -52,10 +52,13 @@ def world(moto, operator_env, tmp_path, monkeypatch) -> Iterator[dict[str, Any]]
         clock=lambda: 0.0,
         environ=deps_env,
     )
-    with Gateway(
-        lambda akid: holder.get(akid),
-        on_request=lambda_proxy(lambda event, ctx: handler.handle(event, ctx, deps)),
-    ) as gw:
+    with (
+        IdentityBroker() as broker,
+        Gateway(
+            lambda akid: broker.lookup(akid) if gate["open"] else None,
+            on_request=lambda_proxy(lambda event, ctx: handler.handle(event, ctx, deps)),
+        ) as gw,
+    ):
         dep, _ = make_deployment(moto, endpoint_url=gw.url)
         deps_env.update(
             {
@@ -83,9 +86,6 @@ def world(moto, operator_env, tmp_path, monkeypatch) -> Iterator[dict[str, Any]]
             )
             == 0
         )
-        holder[MOTO_ACCESS_KEY] = caller_for_user(
-            REGION, dep.user_pool_id, dep.identity_pool_id, DEVICE
-        )
         yield {
             "dep": dep,
             "conf": conf,
@@ -93,7 +93,7 @@ def world(moto, operator_env, tmp_path, monkeypatch) -> Iterator[dict[str, Any]]
             "gw": gw,
             "s3": s3,
             "bucket": bucket,
-            "holder": holder,
+            "gate": gate,
         }
 
 
@@ -270,7 +270,7 @@ def test_check_fails_at_credentials_for_another_identity_pool(world, rsyslog_fil
 
 
 def test_check_fails_at_the_api_when_the_signature_is_refused(world, rsyslog_files, capsys):
-    world["holder"].clear()  # the gateway no longer knows these credentials
+    world["gate"]["open"] = False
     code, lines = run_check(world, rsyslog_files, capsys, which=lambda name: None)
     assert code == 1
     fails_at(lines, "api", "HTTP 403")

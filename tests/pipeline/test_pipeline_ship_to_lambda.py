@@ -1,8 +1,9 @@
 """The shipper and the Lambda agree: ingest -> ship -> SigV4 gateway -> handler -> S3.
 
 Real pieces end to end except AWS itself: `omprog-forwarder run` fills a spool
-from a stdin stream, `run_ship` logs in to moto's Cognito (server mode) and
-posts SigV4-signed gzip batches to the loopback gateway, which verifies the
+from a stdin stream, `run_ship` logs in to moto's Cognito (server mode, with
+devstack's IdentityBroker issuing per-identity credentials) and posts
+SigV4-signed gzip batches to the loopback gateway, which verifies the
 signature, builds the proxy event with the caller's Cognito identity and calls
 the real `lambda/handler.py`, which archives into moto's S3 (same server).
 """
@@ -23,15 +24,14 @@ import alerts
 import boto3
 import handler
 import pytest
-from support.gateway import Caller, Gateway, lambda_proxy
 from support.moto_cognito import (
-    MOTO_ACCESS_KEY,
     Device,
     MotoCognito,
-    caller_for_user,
     isolate_aws_env,
 )
 
+from devstack.aws import IdentityBroker
+from devstack.gateway import Gateway, lambda_proxy
 from omprog_forwarder import config
 from omprog_forwarder.ship.shipper import run_ship
 
@@ -54,10 +54,6 @@ def device(moto: MotoCognito, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")  # the Lambda's own role, on moto
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     return dev
-
-
-def caller_for(dev: Device) -> Caller:
-    return caller_for_user(dev.region, dev.user_pool_id, dev.identity_pool_id, dev.username)
 
 
 def feed_run(spool_dir: Path, lines: list[bytes]) -> None:
@@ -108,10 +104,13 @@ def test_lines_from_run_arrive_once_in_s3_under_the_logged_in_device(device, tmp
     batch_ids = [name.split("+", 1)[0] for name in os.listdir(spool_dir / "ready")]
     assert batch_ids
 
-    with Gateway(
-        {MOTO_ACCESS_KEY: caller_for(device)},
-        on_request=lambda_proxy(lambda event, ctx: handler.handle(event, ctx, deps)),
-    ) as gw:
+    with (
+        IdentityBroker() as broker,
+        Gateway(
+            broker.lookup,
+            on_request=lambda_proxy(lambda event, ctx: handler.handle(event, ctx, deps)),
+        ) as gw,
+    ):
         cfg = config.load(
             None,
             {**device.config_values(), "endpoint_url": gw.url, "spool_dir": str(spool_dir)},

@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 import pytest
 from support.clock import FakeClock
-from support.gateway import Gateway
 from support.moto_cognito import (
     MOTO_ACCESS_KEY,
     MOTO_CALLER,
@@ -18,6 +17,7 @@ from support.moto_cognito import (
     isolate_aws_env,
 )
 
+from devstack.gateway import Gateway
 from omprog_forwarder import config
 from omprog_forwarder.spool import Batch, Spool
 

@@ -2,9 +2,9 @@
 
 moto hands every identity the same credentials for 90 s of real time, so a
 gateway could not tell old credentials from renewed ones, and the tests
-would have to sleep. `CredentialVendor` replaces that one moto method with
-unique credentials per call, expiring on a clock the test moves; the gateway
-checks expiry on the same clock. Login, tokens and GetId are still moto's.
+would have to sleep. devstack's `IdentityBroker` issues unique credentials
+per call, expiring on a clock the test moves; the gateway checks expiry on
+the same clock. Login and tokens are still moto's.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 
 import pytest
 from support.clock import FakeClock
-from support.gateway import Gateway
-from support.moto_cognito import CredentialVendor
 
+from devstack.aws import IdentityBroker
+from devstack.gateway import Gateway
 from omprog_forwarder.ship import shipper as ship
 
 W1, W2 = "20261126T231000Z", "20261126T231500Z"
@@ -33,7 +33,7 @@ def world():
 
 @pytest.fixture
 def vendor(world, device):
-    with CredentialVendor(clock=world, lifetime=90) as v:
+    with IdentityBroker(clock=world, lifetime=90) as v:
         yield v
 
 

@@ -13,7 +13,8 @@ import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
-from support.gateway import (
+
+from devstack.gateway import (
     MSG_MISSING,
     MSG_SIGNATURE,
     Caller,
@@ -22,7 +23,6 @@ from support.gateway import (
     lambda_proxy,
     reply_json,
 )
-
 from omprog_forwarder.ship.auth import Credentials
 from omprog_forwarder.ship.transport import Transport
 

@@ -9,7 +9,9 @@ import os
 import time
 
 import pytest
-from support.gateway import (
+from support.moto_cognito import MOTO_ACCESS_KEY, MOTO_CALLER
+
+from devstack.gateway import (
     BAD_SIGNATURE,
     EXPIRED_TOKEN,
     SERVER_ERROR,
@@ -22,8 +24,6 @@ from support.gateway import (
     reply_json,
     too_many,
 )
-from support.moto_cognito import MOTO_ACCESS_KEY, MOTO_CALLER
-
 from omprog_forwarder.ship import shipper as ship
 from omprog_forwarder.ship.transport import Transport
 

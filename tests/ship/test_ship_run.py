@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-from support.gateway import BAD_REQUEST
 
+from devstack.gateway import BAD_REQUEST
 from omprog_forwarder import config
 from omprog_forwarder.errors import ConfigError, UsageError
 from omprog_forwarder.ship import shipper as ship
