@@ -14,6 +14,37 @@ checked with a regular expression plus a small cache of valid dates rather
 than ``datetime`` per line: this module is the hot loop of the function, and
 the issue holds it to half the speed of a bare ``split``.
 
+What each format accepts, strictly:
+
+* JSON: an object with ``ts`` and ``msg``; ``severity`` a number 0-7, a name or an
+  alias (``severity.py``); ``facility`` a name or a number.
+* CustomLogFormat: ``YYYY-MM-DD[T ]hh:mm:ss HOST facility.severity: TAG MSG``.
+* rsyslog's file format: ``RFC3339 HOST TAG MSG``.
+* RFC 5424 as the RFC writes it: ``<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD [MSG]``.
+* RFC 3164: ``[<PRI>]Mmm dd hh:mm:ss [HOST] TAG MSG`` (day ``" 1"`` or ``"1"``).
+
+A line none of these takes goes to a lenient path, so that variants cost the
+common lines nothing. It reads the RFC 3164 family as rsyslog's ``pmrfc3164``
+and syslog-ng do, and says ``rfc3164``:
+
+* after the PRI, an RFC 3339 time (``RSYSLOG_ForwardFormat``:
+  ``<11>2026-11-26T23:14:05.534728+00:00 pi sshd[42]: x``), also with ``,``
+  before the fraction, a ``+hhmm`` zone or none (taken as UTC);
+* a BSD time in any case (``DEC 31``), zero-padded (``Dec 01``), with a year
+  before the month or after the day (``2026 Dec 31``, ``Dec 31 2026``), a
+  fraction (``23:59:59.123``) or Cisco's colon after it (``23:59:59:``);
+* spaces after the PRI (``<13> Dec ...``), and a PRI with leading zeros;
+* a valid PRI before anything else (``<11>hello``): facility and severity
+  from the PRI, no ``ts``, a leading tag still taken, and the whole line in
+  ``raw``. One exception keeps its old result: a line that starts as RFC 5424
+  does (``<PRI>1 ``) and then breaks its grammar stays ``raw``.
+
+Two rules for every format, both only where the strict rule found nothing:
+``app[pid] msg`` (no colon) is a tag; an RFC 3164 HOSTNAME written as an
+address literal (``[2001:db8::1]``) is the host, without its brackets. An RFC
+3164 word ending in ``:`` (``pi: sshd[42]: x``) stays the tag, not a HOSTNAME,
+as for pmrfc3164 and syslog-ng.
+
 Normalisations, the same for every format so that one event looks the same
 whoever sent it:
 
@@ -31,6 +62,7 @@ whoever sent it:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from datetime import date, datetime, timedelta, timezone
@@ -60,6 +92,10 @@ RECORD_FIELDS = (
     "uuid",
     "format",
 )
+#: Keys a record may have beyond RECORD_FIELDS, in the order of the archive's table
+#: (``lambda/template.yaml``): ``raw`` (the line, when it did not parse or did not
+#: fit), ``ts_assumed_utc``, RFC 5424 ``msgid`` and ``sd``, and ``parse_error``.
+OPTIONAL_FIELDS = ("raw", "ts_assumed_utc", "msgid", "sd", "parse_error")
 
 Record = dict[str, Any]
 
@@ -97,6 +133,27 @@ _MONTHS = {
         ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
     )
 }
+_MONTH_BY_LOWER = {m.lower(): m for m in _MONTHS}
+
+# The lenient path, for lines that none of the patterns above took.
+# `app[pid] msg`: a tag without its colon (pmrfc3164 ends a tag at ":" or " ").
+_BARE_TAG_RE = re.compile(r"([^\s\[\]:]+)\[([^\]\s]+)\](?= |\Z)(.*)\Z", _F)
+_PRI_RE = re.compile(r"<(\d{1,3})>", _F)  # leading zeros too
+# RFC 5424's `VERSION SP` after the PRI: such a line is RFC 5424 or raw.
+_VERSION_RE = re.compile(r"[1-9]\d? ", _F)
+# BSD timestamps as devices write them: any case, `01`, a year before the month or
+# after the day, a fraction, Cisco's colon after the time.
+_BSD_LOOSE_RE = re.compile(
+    r"(?:((?:19|20)\d\d) +)?([A-Za-z]{3}) +(\d\d?) +(?:((?:19|20)\d\d) +)?(" + _TIME + r")"
+    r"(?:[.,](\d{1,9}))?:?(?: (.*))?\Z",
+    _F,
+)
+# An ISO timestamp after a PRI (RSYSLOG_ForwardFormat); the zone may be missing or `+hhmm`.
+_ISO_LOOSE_RE = re.compile(
+    r"(\d{4}-\d\d-\d\d)[Tt ](" + _TIME + r")(?:[.,](\d{1,9}))?"
+    r"([Zz]|[+-](?:[01]\d|2[0-3]):?[0-5]\d)?:?(?: (.*))?\Z",
+    _F,
+)
 
 _valid_dates: dict[str, bool] = {}
 
@@ -134,7 +191,7 @@ def parse_line(line: str, ref: Optional[datetime] = None) -> Record:
             record = _parse_5424(text) or _parse_3164(text, ref)
         elif "A" <= first <= "Z":
             record = _parse_3164(text, ref)
-        return record if record is not None else _raw_record(line)
+        return record if record is not None else _parse_lenient(text, line, ref)
     except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
         # Reaching this is a parser bug: keep the line, and name the bug so it is seen.
         record = _raw_record(line if isinstance(line, str) else repr(line))
@@ -284,6 +341,8 @@ def _parse_custom(text: str) -> Optional[Record]:
     if not _date_ok(day):
         return None
     ts = f"{day}T{clock}+00:00"
+    if app is None:
+        app, pid, msg = _bare_tag(msg)
     return _tagged(FORMAT_CUSTOM, ts, host, facility.lower(), sev, app, pid, _strip1(msg), True)
 
 
@@ -295,6 +354,8 @@ def _parse_file(text: str) -> Optional[Record]:
     ts = _rfc3339(day, clock, fraction, offset)
     if ts is None:
         return None
+    if app is None:
+        app, pid, msg = _bare_tag(msg)
     return _tagged(FORMAT_FILE, ts, host, None, None, app, pid, _strip1(msg), False)
 
 
@@ -356,13 +417,37 @@ def _parse_3164(text: str, ref: Optional[datetime]) -> Optional[Record]:
     day_text = _day_for(mon, day, ref or datetime.now(UTC))
     if day_text is None:
         return None
+    host, app, pid, msg = _host_tag(rest)
+    ts = f"{day_text}T{clock}+00:00"
+    return _tagged(FORMAT_RFC3164, ts, host, facility, sev, app, pid, msg, True)
+
+
+def _host_tag(rest: str) -> tuple[Optional[str], Optional[str], Optional[str], str]:
+    """RFC 3164's ``HOSTNAME TAG MSG`` after the timestamp, as ``(host, app, pid, msg)``."""
     host, _, tail = rest.partition(" ")
     if not host or host[-1] == ":" or "[" in host:
-        host, tail = None, rest  # no HOSTNAME field: the tag follows the time
-    tag = _TAG_RE.match(tail)
-    app, pid, msg = tag.groups() if tag is not None else (None, None, tail)
-    ts = f"{day_text}T{clock}+00:00"
-    return _tagged(FORMAT_RFC3164, ts, host, facility, sev, app, pid, _strip1(msg), True)
+        if host[:1] == "[" and host[-1] == "]" and _is_address(host[1:-1]):
+            host = host[1:-1]  # `[2001:db8::1]`: an address literal, kept without brackets
+        else:
+            host, tail = None, rest  # no HOSTNAME field: the tag follows the time
+    app, pid, msg = _TAG_RE.match(tail).groups()  # always matches: every part is optional
+    if app is None:
+        app, pid, msg = _bare_tag(msg)
+    return host, app, pid, _strip1(msg)
+
+
+def _bare_tag(msg: str) -> tuple[Optional[str], Optional[str], str]:
+    """``app[pid] msg``: a tag without its colon; only asked when no tag was found."""
+    match = _BARE_TAG_RE.match(msg)
+    return (None, None, msg) if match is None else match.groups()
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 _days: dict[tuple[datetime, str, str], Optional[str]] = {}
@@ -391,6 +476,89 @@ def _day_for(mon: str, day: str, ref: datetime) -> Optional[str]:
         _days.clear()
     _days[key] = found
     return found
+
+
+def _parse_lenient(text: str, line: str, ref: Optional[datetime]) -> Record:
+    """The variants (module docstring), for a line no format took; raw if none fits."""
+    first = text[:1]
+    if first == "<":
+        match = _PRI_RE.match(text)
+        if match is None or int(match[1]) > 191:
+            return _raw_record(line)
+        pri = int(match[1])
+        facility, sev = FACILITY_NAMES[pri >> 3], pri & 7
+        after = text[match.end() :]
+        body = after.lstrip(" ")
+        record = None
+        if "0" <= body[:1] <= "9":
+            record = _iso_lenient(body, facility, sev)
+        if record is None:
+            record = _bsd_lenient(body, facility, sev, ref)
+        if record is not None:
+            return record
+        if _VERSION_RE.match(after):
+            # It says RFC 5424 and is not: kept raw, as the strict parser always has.
+            return _raw_record(line)
+        return _pri_only(body, line, facility, sev)
+    if (text[3:4] == " " or text[4:5] == " ") and first.isascii() and first.isalnum():
+        record = _bsd_lenient(text, None, None, ref)  # `Mmm ` or `YYYY ` first
+        if record is not None:
+            return record
+    return _raw_record(line)
+
+
+def _iso_lenient(body: str, facility: str, sev: int) -> Optional[Record]:
+    match = _ISO_LOOSE_RE.match(body)
+    if match is None:
+        return None
+    day, clock, fraction, offset, rest = match.groups()
+    if not _date_ok(day):
+        return None
+    ts = f"{day}T{clock}.{fraction}" if fraction else f"{day}T{clock}"
+    assumed = offset is None
+    if assumed or offset == "Z" or offset == "z":
+        offset = "+00:00"
+    elif len(offset) == 5:
+        offset = f"{offset[:3]}:{offset[3:]}"
+    host, app, pid, msg = (None, None, None, "") if rest is None else _host_tag(rest)
+    return _tagged(FORMAT_RFC3164, ts + offset, host, facility, sev, app, pid, msg, assumed)
+
+
+def _bsd_lenient(
+    text: str, facility: Optional[str], sev: Optional[int], ref: Optional[datetime]
+) -> Optional[Record]:
+    match = _BSD_LOOSE_RE.match(text)
+    if match is None:
+        return None
+    year_first, mon, day, year_after, clock, fraction, rest = match.groups()
+    month = _MONTH_BY_LOWER.get(mon.lower())
+    if month is None or (year_first and year_after):
+        return None
+    year = year_first or year_after
+    if year is None:
+        day_text = _day_for(month, day, ref or datetime.now(UTC))
+        if day_text is None:
+            return None
+    else:
+        try:
+            day_text = date(int(year), _MONTHS[month], int(day)).isoformat()
+        except ValueError:
+            return None
+    ts = f"{day_text}T{clock}.{fraction}+00:00" if fraction else f"{day_text}T{clock}+00:00"
+    host, app, pid, msg = (None, None, None, "") if rest is None else _host_tag(rest)
+    return _tagged(FORMAT_RFC3164, ts, host, facility, sev, app, pid, msg, True)
+
+
+def _pri_only(body: str, line: str, facility: str, sev: int) -> Record:
+    """A PRI and no header that parses: the severity is known, so keep it, and the line."""
+    app, pid, msg = _TAG_RE.match(body).groups()
+    if app is None:
+        app, pid, msg = _bare_tag(msg)
+    if app is not None and not app[0].isalpha():  # `2026-13-45T00:...` is no program name
+        app, pid, msg = None, None, body
+    record = _tagged(FORMAT_RFC3164, None, None, facility, sev, app, pid, _strip1(msg), False)
+    record["raw"] = line
+    return record
 
 
 def is_alerting(record: Record, threshold: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import parsing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from severity import SEVERITY_NAMES, severity_number
+from severity import FACILITY_NAMES, SEVERITY_NAMES, severity_number
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REF = datetime(2026, 11, 26, 23, 10, tzinfo=timezone.utc)
@@ -365,9 +366,87 @@ PREFIXES = st.sampled_from(
         "Dec  1 22:14:15 host ",
     ]
 )
+
+
+def _any_case(word: str) -> st.SearchStrategy[str]:
+    flips = st.lists(st.booleans(), min_size=len(word), max_size=len(word))
+    return flips.map(lambda f: "".join(c.swapcase() if s else c for c, s in zip(word, f)))
+
+
+def _two_digits(low: int, high: int, worst: int) -> st.SearchStrategy[str]:
+    """Half the time in ``low..high`` (valid), else anywhere in ``0..worst``."""
+    return st.one_of(st.integers(low, high), st.integers(0, worst)).map("{:02d}".format)
+
+
+# Near-syslog lines, for the lenient path: every part sometimes valid, sometimes just off.
+MONTH_WORDS = st.sampled_from(
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec", "Foo"]
+).flatmap(_any_case)
+CLOCK = st.builds(
+    "{}:{}:{}".format, _two_digits(0, 23, 24), _two_digits(0, 59, 60), _two_digits(0, 59, 60)
+)
+FRACTION = st.one_of(
+    st.just(""),
+    st.builds(str.__add__, st.sampled_from(".,"), st.text("0123456789", min_size=1, max_size=10)),
+)
+YEAR = st.sampled_from(["", "", "1969 ", "2026 ", "2101 "])
+DAY = st.one_of(st.integers(1, 28), st.integers(0, 32)).flatmap(
+    lambda d: st.sampled_from([f"{d}", f"{d:02d}", f"{d:2d}"])
+)
+BSD_TIME = st.builds(
+    "{}{}{}{} {}{}{}{}".format,
+    YEAR,
+    MONTH_WORDS,
+    st.sampled_from([" ", "  "]),
+    DAY,
+    YEAR,
+    CLOCK,
+    FRACTION,
+    st.sampled_from(["", ":"]),
+)
+ISO_TIME = st.builds(
+    "{}-{}-{}{}{}{}{}".format,
+    st.integers(1969, 2101).map(str),
+    _two_digits(1, 12, 13),
+    _two_digits(1, 28, 32),
+    st.sampled_from("Tt "),
+    CLOCK,
+    FRACTION,
+    st.sampled_from(["", "Z", "z", "+01:00", "-0530", "+24:00", "+1"]),
+)
+HOSTS = st.one_of(
+    st.sampled_from(
+        ["pi", "pi:", "gw01.lan", "192.0.2.1", "[192.0.2.1]", "2001:db8::1", "[2001:db8::1]"]
+        + ["[2001:db8::zz]", "[ERROR]", "-", "2026", ""]
+    ),
+    st.text("abz09.-_:[]", max_size=12),
+)
+TAGS = st.builds(
+    "{}{}{}".format,
+    st.text("abSD_-./%09", max_size=10),
+    st.sampled_from(["", "[42]", "[]", "[4 2]", "["]),
+    st.sampled_from(["", ":"]),
+)
+SYSLOG_BODIES = st.builds(
+    "{}{} {} {} {}".format,
+    st.sampled_from(["", " ", "  "]),
+    st.one_of(BSD_TIME, ISO_TIME),
+    HOSTS,
+    TAGS,
+    st.text(max_size=20),
+)
+PRIS = st.one_of(
+    st.just(""),
+    st.integers(0, 999).map("<{}>".format),
+    st.integers(0, 191).map("<{:03d}>".format),
+    st.sampled_from(["<", "<>", "<-1>", "< 13>"]),
+)
+NEAR_SYSLOG = st.builds(str.__add__, PRIS, SYSLOG_BODIES)
+
 LINES = st.one_of(
     st.text(),
     st.builds(lambda p, t: p + t, PREFIXES, st.text()),
+    NEAR_SYSLOG,
     st.builds(
         lambda obj: json.dumps(obj),
         st.fixed_dictionaries(
@@ -407,6 +486,29 @@ def test_parse_line_never_raises_never_drops_and_encodes_losslessly(line: str) -
     line_out = archive.encode_record(record, archive.record_tail("dev-1", "batch.1"))
     assert json.loads(line_out) == {**record, "device_id": "dev-1", "batch_id": "batch.1"}
     assert line_out.isascii() and "\n" not in line_out
+
+
+RFC5424_VERSION = re.compile(r"[1-9]\d? ")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pri=st.integers(0, 191),
+    leading_zeros=st.booleans(),
+    body=st.one_of(st.text(), SYSLOG_BODIES, st.builds(str.__add__, PREFIXES, st.text())),
+)
+def test_a_line_with_a_valid_pri_keeps_its_facility_and_severity(
+    pri: int, leading_zeros: bool, body: str
+) -> None:
+    line = (f"<{pri:03d}>" if leading_zeros else f"<{pri}>") + body
+    record = parsing.parse_line(line, REF)
+    assert "parse_error" not in record
+    if RFC5424_VERSION.match(body) and record["format"] == "raw":
+        return  # starts as RFC 5424, then breaks it: raw, as broken-5424-space-ts pins
+    assert (record["facility"], record["severity_num"]) == (FACILITY_NAMES[pri >> 3], pri & 7)
+    assert record["format"] in ("rfc5424", "rfc3164")
+    if record["ts"] is None and record["format"] == "rfc3164":
+        assert record["raw"] == line  # the PRI was all that parsed: the line is kept too
 
 
 def test_parse_line_survives_a_non_string() -> None:
