@@ -2,9 +2,15 @@
 
 ``lambda_handler`` → settings → :mod:`request` (decode, bound, validate) →
 :mod:`identity` (who is calling) → :mod:`archive` (parse, encode, write once)
-→ :mod:`alerts` (Slack). Every side effect (S3, Cognito, HTTP, clock, sleep,
-environment) comes in through :class:`Dependencies`, created lazily, so tests
-run the same code against moto and a loopback Slack.
+→ :mod:`alerts` (Slack). Every side effect (S3, Cognito, Secrets Manager, HTTP,
+clock, sleep, environment) comes in through :class:`Dependencies`, created
+lazily, so tests run the same code against moto and a loopback Slack.
+
+The webhook URL, when it lives in Secrets Manager (``WEBHOOK_SECRET_ARN``), is
+fetched on the first batch that has something to alert and kept for the
+container's life; a URL Slack answers as gone (403, 404, 410) is forgotten so
+that a rotated secret is read again. Failing to read it fails the alert, never
+the batch, and neither the URL nor the service's error text reaches a log line.
 
 Every outcome is a deliberate status with a JSON body: API Gateway would turn
 an escaped exception into a 502 that neither a device nor an operator can act
@@ -25,7 +31,7 @@ import os
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import alerts
@@ -47,6 +53,11 @@ SAFETY_MARGIN = 1.5
 
 _clients: dict[str, Any] = {}
 _alerts_off_logged = False
+_webhook_url_ignored_logged = False
+#: Secret ARN → the webhook URL read from it, kept across warm invocations.
+_webhook_urls: dict[str, str] = {}
+#: Slack's answers that mean the webhook itself is gone (revoked, deleted, rotated).
+_WEBHOOK_GONE = frozenset((403, 404, 410))
 
 
 @dataclass
@@ -59,6 +70,9 @@ class Dependencies:
     sleep: Callable[[float], None]
     clock: Callable[[], float]
     environ: Mapping[str, str]
+    #: Secrets Manager, for the webhook URL; a default so that callers without alerts
+    #: from a secret need not name it.
+    secrets: Callable[[], Any] = field(default=lambda: _client("secretsmanager"))
 
 
 def _client(service: str) -> Any:
@@ -86,6 +100,7 @@ def default_dependencies() -> Dependencies:
         sleep=time.sleep,
         clock=time.monotonic,
         environ=os.environ,
+        secrets=lambda: _client("secretsmanager"),
     )
 
 
@@ -239,7 +254,10 @@ def _alert(
     global _alerts_off_logged
     if not collector.lines:
         return alerts.SendResult("none")
-    if not settings.webhook_url:
+    url, failure = _webhook_url(settings, deps)
+    if failure is not None:
+        return failure
+    if not url:
         if not _alerts_off_logged:
             _alerts_off_logged = True
             LOGGER.warning(json.dumps({"event": "alerts_off", "reason": "WEBHOOK_URL is empty"}))
@@ -254,14 +272,61 @@ def _alert(
         )
     except Exception as exc:  # noqa: BLE001 - an alert bug must not fail an archived batch
         return alerts.SendResult("invalid", reason=f"build failed: {type(exc).__name__}")
-    return alerts.send(
-        settings.webhook_url,
+    result = alerts.send(
+        url,
         payload,
         transport=deps.transport,
         sleep=deps.sleep,
         clock=deps.clock,
         budget=_slack_budget(context),
     )
+    if settings.webhook_secret_arn and result.http_status in _WEBHOOK_GONE:
+        _webhook_urls.pop(settings.webhook_secret_arn, None)
+    return result
+
+
+def _webhook_url(settings: Settings, deps: Dependencies) -> tuple[str, Optional[alerts.SendResult]]:
+    """The webhook URL, from its secret when there is one (read once per container).
+
+    Returns ``(url, None)``, or ``("", failure)`` when the secret cannot be read.
+    The failure's reason names only the error code: a service's message may quote
+    the secret's name or, for a malformed value, part of the value itself.
+    """
+    global _webhook_url_ignored_logged
+    arn = settings.webhook_secret_arn
+    if not arn:
+        return settings.webhook_url, None
+    if settings.webhook_url and not _webhook_url_ignored_logged:
+        _webhook_url_ignored_logged = True
+        LOGGER.warning(
+            json.dumps(
+                {"event": "webhook_url_ignored", "reason": "WEBHOOK_SECRET_ARN is set and wins"}
+            )
+        )
+    cached = _webhook_urls.get(arn)
+    if cached is not None:
+        return cached, None
+    try:
+        answer = deps.secrets().get_secret_value(SecretId=arn)
+    except Exception as exc:  # noqa: BLE001 - ClientError, connection errors, throttling
+        _count("webhook_secret_errors")
+        return "", alerts.SendResult(
+            "failed", reason=f"webhook secret unreadable: {_error_code(exc)}"
+        )
+    value = answer.get("SecretString") if isinstance(answer, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        _count("webhook_secret_errors")
+        return "", alerts.SendResult("failed", reason="webhook secret has no SecretString")
+    url = value.strip()
+    _webhook_urls[arn] = url
+    return url, None
+
+
+def _error_code(exc: Exception) -> str:
+    """A service error's code (``AccessDeniedException``), else the exception's type name."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code if isinstance(code, str) and code.isidentifier() else type(exc).__name__
 
 
 def _slack_budget(context: Any) -> float:

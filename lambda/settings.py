@@ -4,6 +4,15 @@ Names follow the published how-to (``BUCKET_NAME``, ``WEBHOOK_URL``) so that
 its deployments keep working. A bad value is a :class:`ConfigError` that names
 the variable and the value, answered as a 500 JSON body for that request
 rather than a crashed cold start that API Gateway would report as a 502.
+
+The Slack webhook comes one of two ways. ``WEBHOOK_SECRET_ARN`` (what
+``lambda/template.yaml`` sets) names a Secrets Manager secret whose
+``SecretString`` is the URL; the handler reads it once per container, so the
+URL is in no environment variable that anyone who can read the function's
+configuration would see. ``WEBHOOK_URL`` (the how-to's deployments) is the URL
+itself. When both are set the secret wins and ``WEBHOOK_URL`` is ignored: an
+error would refuse every batch (a 500 archives nothing) over a setting that
+only concerns alerts, and the secret is the one the stack manages.
 """
 
 from __future__ import annotations
@@ -19,6 +28,10 @@ DEFAULT_MAX_BATCH_BYTES = 32 * 1024 * 1024
 #: More lines than this in one batch → 413 (the device splits the batch).
 DEFAULT_MAX_LINES = 500_000
 _PREFIX_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*\Z", re.ASCII)
+#: A Secrets Manager secret ARN in any partition (what ``!Ref`` of a secret gives).
+_SECRET_ARN_RE = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+\Z", re.ASCII
+)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -34,6 +47,8 @@ class Settings:
     max_batch_bytes: int
     require_identity: bool
     max_lines: int = DEFAULT_MAX_LINES
+    #: Secrets Manager ARN of the webhook URL; when set, ``webhook_url`` is ignored.
+    webhook_secret_arn: str = ""
 
     @property
     def alert_min_severity_name(self) -> str:
@@ -66,6 +81,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             field="ALERT_MIN_SEVERITY",
         )
 
+    secret_arn = get("WEBHOOK_SECRET_ARN")
+    if secret_arn and not _SECRET_ARN_RE.match(secret_arn):
+        raise ConfigError(
+            f"WEBHOOK_SECRET_ARN={secret_arn!r} is not a Secrets Manager secret ARN",
+            field="WEBHOOK_SECRET_ARN",
+        )
+
     return Settings(
         bucket_name=bucket,
         webhook_url=get("WEBHOOK_URL"),
@@ -78,6 +100,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         require_identity=require_identity,
         max_lines=_positive_int("MAX_LINES", get("MAX_LINES"), DEFAULT_MAX_LINES),
+        webhook_secret_arn=secret_arn,
     )
 
 
