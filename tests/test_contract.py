@@ -147,3 +147,23 @@ def test_a_device_body_is_read_back_whole_by_the_lambda() -> None:
     assert batch.batch_id == "20261126T231000Z-0123456789abcdef.1"
     assert batch.timestamp.isoformat() == "2026-11-26T23:10:00+00:00"
     assert batch.logs == ["first", "caf\u00e9 \u2603", "\ufffd not utf-8"]
+
+
+def test_the_outputs_provision_reads_are_the_templates() -> None:
+    from devstack.template import load_template
+
+    from omprog_forwarder.admin.stack import OUTPUTS
+
+    outputs = load_template()["Outputs"]
+    assert set(OUTPUTS) <= set(outputs)
+    assert {"UserPoolId", "UserPoolClientId", "IdentityPoolId", "EndpointUrl", "Region"} <= set(
+        OUTPUTS
+    )
+
+
+def test_the_device_configs_spool_default_is_the_rsyslog_snippets_neighbour() -> None:
+    """provision writes spool_dir; the README and DEPLOY.md install that folder."""
+    from pathlib import Path
+
+    deploy_md = (Path(__file__).resolve().parents[1] / "docs" / "DEPLOY.md").read_text()
+    assert config.DEFAULT_SPOOL_DIR in deploy_md
