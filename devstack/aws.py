@@ -53,8 +53,12 @@ class MotoServer:
         self.endpoint = ""
 
     def start(self) -> MotoServer:
+        import logging
+
         from moto.server import ThreadedMotoServer
 
+        # One access-log line per AWS call is noise on a terminal and in test output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         host, port = self.server.get_host_and_port()

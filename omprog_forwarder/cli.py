@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         help="rsyslog's main config, for rsyslogd -N1 (default %(default)s)",
     )
     cp.add_argument(
+        "--no-rsyslog",
+        action="store_true",
+        help="this device feeds `run` without rsyslog: skip the rsyslog step",
+    )
+    cp.add_argument(
         "--rsyslog-snippet",
         metavar="FILE",
         default="/etc/rsyslog.d/60-omprog-forwarder.conf",
@@ -184,6 +189,7 @@ def check_command(args: argparse.Namespace) -> int:
         args.config,
         rsyslog_conf=args.rsyslog_conf,
         rsyslog_snippet=args.rsyslog_snippet,
+        use_rsyslog=not args.no_rsyslog,
     )
     return check.run()
 

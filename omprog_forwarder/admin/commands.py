@@ -26,6 +26,9 @@ def operator_session(region: Optional[str]) -> Any:
     """The operator's boto3 session (default credential chain; AWS_ENDPOINT_URL honoured)."""
     import boto3
 
+    from omprog_forwarder.ship.auth import quiet_dependencies
+
+    quiet_dependencies()
     return boto3.session.Session(region_name=region or None)
 
 

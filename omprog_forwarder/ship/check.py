@@ -67,6 +67,7 @@ class Check:
         *,
         rsyslog_conf: str = RSYSLOG_CONF,
         rsyslog_snippet: str = RSYSLOG_SNIPPET,
+        use_rsyslog: bool = True,
         which: Optional[Callable[[str], Optional[str]]] = None,
         auth: Any = None,
         transport: Any = None,
@@ -76,6 +77,7 @@ class Check:
         self.config_path = config_path
         self.rsyslog_conf = rsyslog_conf
         self.rsyslog_snippet = rsyslog_snippet
+        self.use_rsyslog = use_rsyslog
         self.which = which or shutil.which
         self.wall = wall
         self.spool = Spool(cfg.spool_dir)
@@ -142,6 +144,8 @@ class Check:
         return f"{self.spool.root} writable ({len(ready)} batches ready, {len(dead)} dead)"
 
     def check_rsyslog(self) -> str:
+        if not self.use_rsyslog:
+            raise _Skipped("not checked (--no-rsyslog: this device feeds `run` another way)")
         rsyslogd = self.which("rsyslogd")
         if rsyslogd is None:
             raise _Skipped("rsyslogd is not installed here (apt-get install rsyslog)")
