@@ -41,6 +41,7 @@ PRICES = {
     "secret_month": 0.40,
     "logs_ingest_gb": 0.50,
     "dynamodb_write_per_million": 0.625,  # on-demand write request units
+    "dynamodb_read_per_million": 0.125,  # on-demand read request units
     "firehose_gb": 0.029,  # direct PUT, each record rounded up to 5 KB
 }
 
@@ -53,7 +54,15 @@ ASSUMPTIONS = {
     "lambda_seconds_per_batch": 0.06,  # ~70 lines; cold starts amortised
     "lambda_memory_gb": 0.5,  # the template's MemorySize 512
     "log_bytes_per_request": 1_500,  # the function's JSON line + START/END/REPORT + access log
-    "dynamodb_writes_per_batch": 1,  # the device state update (alerting issue)
+    "dynamodb_writes_per_batch": 1,  # the device's "seen" update (lambda/state.py)
+    # An alerting batch also takes a fleet-gate slot, commits the policy and settles the
+    # post: 3 writes, and 3 strongly consistent reads (gate, settle, the fleet episode).
+    "dynamodb_writes_per_alerting_batch": 3,
+    "dynamodb_reads_per_alerting_batch": 3,
+    "scheduled_runs_per_day": 288,  # the scheduled function, every 5 minutes
+    "scheduled_seconds_per_run": 0.5,  # a scan and a few posts, at 256 MB
+    "scheduled_memory_gb": 0.25,
+    "state_item_bytes": 400,  # a device's item with nothing pending: what the scan reads
     "athena_queries_per_day": 20,  # each over one device-day: billed at the 10 MB minimum
 }
 
@@ -67,6 +76,10 @@ def monthly(devices: int, a: Mapping[str, float], p: Mapping[str, float]) -> dic
     requests = devices * batches_per_day(a) * DAYS
     lines = devices * a["lines_per_day"] * DAYS
     stored_gb = lines * a["archived_bytes_per_line"] / 1e9
+    alerting = devices * a["urgent_seals_per_day"] * DAYS
+    runs = a["scheduled_runs_per_day"] * DAYS
+    # A Scan reads 4 KB per read unit, half a unit each when eventually consistent.
+    scan_units = runs * math.ceil(devices * a["state_item_bytes"] / 4096) * 0.5
     return {
         "API Gateway REST requests": requests / 1e6 * p["rest_api_per_million"],
         "Lambda requests": requests / 1e6 * p["lambda_request_per_million"],
@@ -80,10 +93,22 @@ def monthly(devices: int, a: Mapping[str, float], p: Mapping[str, float]) -> dic
         * a["log_bytes_per_request"]
         / 1e9
         * p["logs_ingest_gb"],
-        "DynamoDB writes": requests
-        * a["dynamodb_writes_per_batch"]
+        "DynamoDB writes": (
+            requests * a["dynamodb_writes_per_batch"]
+            + alerting * a["dynamodb_writes_per_alerting_batch"]
+        )
         / 1e6
         * p["dynamodb_write_per_million"],
+        "DynamoDB reads (alerts, 5-minute scan)": (
+            alerting * a["dynamodb_reads_per_alerting_batch"] + scan_units
+        )
+        / 1e6
+        * p["dynamodb_read_per_million"],
+        "Scheduled function": runs / 1e6 * p["lambda_request_per_million"]
+        + runs
+        * a["scheduled_seconds_per_run"]
+        * a["scheduled_memory_gb"]
+        * p["lambda_gb_second_arm"],
         "Athena (10 MB minimum per query)": a["athena_queries_per_day"]
         * DAYS
         * 10

@@ -1,4 +1,4 @@
-"""Slack alerts: one message per batch, grouped, escaped, inside Slack's limits, sent politely.
+"""Slack alerts: messages grouped, escaped, inside Slack's limits, sent politely.
 
 What the how-to got wrong, and what this module does instead:
 
@@ -19,6 +19,14 @@ What the how-to got wrong, and what this module does instead:
 Blocks are built with ``slack_sdk.models.blocks`` (which checks section text,
 field count and header length) and checked again by :func:`check_message`
 for what slack_sdk does not check (block count, field length, escaping).
+
+Besides the one-batch message (:func:`build_message`, a device's first alert)
+this module builds what storm control sends instead of many of those
+(docs/ALERTS.md): a device's digest after its cool-down
+(:func:`build_digest_message`), a list of devices (:func:`build_list_message`:
+the fleet message, combined digests), and the silent and back notices. Each
+message carries its line counts in plain words, so that what reached Slack can
+be added up against what was sent.
 """
 
 from __future__ import annotations
@@ -27,11 +35,13 @@ import json
 import math
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from parsing import Record
+from severity import SEVERITY_NAMES
 from slack_sdk.models.blocks import (
     ContextBlock,
     HeaderBlock,
@@ -53,6 +63,11 @@ NAME_CHARS = 200
 #: Distinct groups remembered per batch; lines of any further group are only counted.
 MAX_TRACKED_GROUPS = 1000
 MAX_ATTEMPTS = 4
+#: One line of a device list (fleet message); the device id is at most 128 characters.
+ENTRY_CHARS = 400
+
+if TYPE_CHECKING:  # storm imports this module; these are for type hints only
+    from storm import Digest, Entry
 
 Transport = Callable[[str, bytes, "dict[str, str]", float], "tuple[int, dict[str, str], bytes]"]
 
@@ -97,14 +112,23 @@ class AlertCollector:
     groups: dict[tuple[Any, ...], Group] = field(default_factory=dict)
     first: Optional[datetime] = None
     last: Optional[datetime] = None
+    #: Lines per severity number, every line counted (tracked or not).
+    by_severity: dict[int, int] = field(default_factory=dict)
 
     def add(self, record: Record) -> None:
         self.lines += 1
+        num = record["severity_num"]
+        self.by_severity[num] = self.by_severity.get(num, 0) + 1
         when = _when(record.get("ts"))
         if when is not None:
             self.first = when if self.first is None or when < self.first else self.first
             self.last = when if self.last is None or when > self.last else self.last
-        key = (record["severity_num"], record.get("host"), record.get("app"), record.get("msg"))
+        msg = record.get("msg")
+        if msg is None:
+            # A line that parsed only as far as its severity (parsing.py keeps it in
+            # `raw`): the line itself is what the operator needs to see.
+            msg = record.get("raw")
+        key = (num, record.get("host"), record.get("app"), msg)
         group = self.groups.get(key)
         if group is None:
             if len(self.groups) >= self.max_groups:
@@ -200,19 +224,7 @@ def build_message(
     )
     room = MAX_BLOCKS - len(blocks)
     shown = groups if len(groups) <= room and not collector.untracked_lines else groups[: room - 1]
-    for group in shown:
-        count = f" ×{group.count}" if group.count > 1 else ""
-        blocks.append(
-            SectionBlock(
-                text=_mrkdwn(_code(group.msg)),
-                fields=[
-                    _mrkdwn(f"*Severity*\n{escape(group.severity)}{count}"),
-                    _mrkdwn(f"*Time*\n{_span(group.first, group.last)}"),
-                    _mrkdwn(f"*App*\n{_name(group.app)}"),
-                    _mrkdwn(f"*Host*\n{_name(group.host)}"),
-                ],
-            ).to_dict()
-        )
+    blocks.extend(_group_section(group) for group in shown)
     left_groups = len(groups) - len(shown)
     left_lines = sum(g.count for g in groups[len(shown) :]) + collector.untracked_lines
     if left_lines:
@@ -233,6 +245,232 @@ def build_message(
             ).to_dict()
         )
     return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": blocks}
+
+
+def _group_section(group: Group) -> dict[str, Any]:
+    """One group: the message as code, then severity (with its count), time, app, host."""
+    count = f" ×{group.count}" if group.count > 1 else ""
+    return SectionBlock(
+        text=_mrkdwn(_code(group.msg)),
+        fields=[
+            _mrkdwn(f"*Severity*\n{escape(group.severity)}{count}"),
+            _mrkdwn(f"*Time*\n{_span(group.first, group.last)}"),
+            _mrkdwn(f"*App*\n{_name(group.app)}"),
+            _mrkdwn(f"*Host*\n{_name(group.host)}"),
+        ],
+    ).to_dict()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def clock_text(epoch: Optional[float]) -> str:
+    """Wall-clock time as ``YYYY-MM-DD HH:MM:SS UTC``."""
+    if epoch is None:
+        return "time unknown"
+    when = datetime.fromtimestamp(epoch, timezone.utc)
+    return f"{_day(when)} {when:%H:%M:%S} UTC"
+
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``: what an operator reads at a glance."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def severity_counts(by_severity: dict[int, int]) -> str:
+    """``crit 2, err 310``: worst first."""
+    return ", ".join(f"{SEVERITY_NAMES[num]} {by_severity[num]}" for num in sorted(by_severity))
+
+
+def _context(text: str) -> dict[str, Any]:
+    return ContextBlock(elements=[_mrkdwn(cut(text, MAX_SECTION_TEXT))]).to_dict()
+
+
+def _header(title: str) -> dict[str, Any]:
+    return HeaderBlock(
+        text=PlainTextObject(text=cut(title, MAX_HEADER_TEXT), emoji=False)
+    ).to_dict()
+
+
+def build_digest_message(
+    digest: Digest,
+    *,
+    device_id: str,
+    threshold_name: str,
+    cooldown: float,
+) -> dict[str, Any]:
+    """What came in from one device during its cool-down: counts per group, worst first,
+    and the archive prefix to look at. Its header counts every line it stands for."""
+    title = f"Digest: {_plural(digest.lines, threshold_name + '+ line')} from {device_id}"
+    detail = [
+        f"*Device* {escape(device_id)}",
+        f"*Since* {clock_text(digest.since)}",
+        f"*Lines* {_span(digest.first, digest.last)}",
+        f"*Batches* {digest.batches}",
+        f"*By severity* {escape(severity_counts(digest.by_severity))}",
+        f"*Cool-down* {duration_text(cooldown)}",
+    ]
+    if digest.requeued:
+        detail.append(f"{_plural(digest.requeued, 'line')} from a post that did not go through")
+    blocks = [_header(title), _context(" · ".join(detail))]
+    groups = digest.sorted_groups()
+    room = MAX_BLOCKS - len(blocks) - 1  # the last block says where to look
+    shown = groups if len(groups) <= room else groups[: room - 1]
+    blocks.extend(_group_section(group) for group in shown)
+    left_groups = len(groups) - len(shown)
+    left_lines = sum(g.count for g in groups[len(shown) :]) + digest.other_lines
+    where = ", ".join(f"`{escape(loc)}`" for loc in digest.locations) or "the archive"
+    tail = f"Archived under {where}"
+    if left_lines:
+        what = _plural(left_groups, "more group") if left_groups else "lines of other groups"
+        if left_groups and digest.other_lines:
+            what += " and lines of other groups"
+        tail = f"…{_plural(left_lines, 'line')} not shown ({what}). {tail}"
+    blocks.append(_context(tail))
+    return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": blocks}
+
+
+def entry_line(entry: Entry) -> str:
+    """``• `pi-0042` ×3 (crit 1, err 2)``: the count a test or a reader adds up."""
+    text = (
+        f"• `{escape(entry.device)}` ×{entry.lines} ({escape(severity_counts(entry.by_severity))})"
+    )
+    return cut(text, ENTRY_CHARS)
+
+
+def _common(entries: Sequence[Entry]) -> str:
+    """The messages several devices share (what a network outage looks like)."""
+    seen: dict[tuple[Any, ...], list[str]] = {}
+    for entry in entries:
+        g = entry.sample
+        if g is not None:
+            seen.setdefault((g.severity_num, g.app, g.msg), []).append(entry.device)
+    shared = sorted(
+        ((key, devices) for key, devices in seen.items() if len(devices) > 1),
+        key=lambda kv: (-len(kv[1]), kv[0][0]),
+    )[:5]
+    parts = []
+    for (_num, app, msg), devices in shared:
+        text = cut(escape((msg or "").replace("\n", " ")), 300)
+        parts.append(f"• {_plural(len(devices), 'device')}: {_name(app)}: {text}")
+    return "\n".join(parts)
+
+
+def build_list_message(
+    title: str,
+    context: str,
+    lines: Iterable[str],
+    *,
+    more: Callable[[int], str],
+    footer: str = "",
+    extra: str = "",
+) -> dict[str, Any]:
+    """Many devices in one message: ``lines`` (already escaped mrkdwn, at most
+    ENTRY_CHARS each) packed into sections of up to 3000 characters; when they do not
+    all fit in 50 blocks, ``more(n)`` says how many were left out."""
+    blocks = [_header(title), _context(context)]
+    if extra:
+        blocks.append(SectionBlock(text=_mrkdwn(cut(extra, MAX_SECTION_TEXT))).to_dict())
+    room = MAX_BLOCKS - len(blocks) - 1
+    items = list(lines)
+    sections: list[str] = []
+    current = ""
+    used = 0
+    for line in items:
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) <= MAX_SECTION_TEXT:
+            current = candidate
+            used += 1
+            continue
+        if len(sections) + 1 >= room:
+            break
+        sections.append(current)
+        current = line
+        used += 1
+    if current:
+        sections.append(current)
+    for text in sections:
+        blocks.append(SectionBlock(text=_mrkdwn(text)).to_dict())
+    tail = footer
+    if used < len(items):
+        tail = f"{more(len(items) - used)} {footer}".strip()
+    if tail:
+        blocks.append(_context(tail))
+    return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": blocks}
+
+
+def build_fleet_message(
+    entries: Sequence[Entry],
+    *,
+    title: str,
+    context: str,
+    threshold_name: str,
+) -> dict[str, Any]:
+    """One message for many devices' alerting lines, worst device first, each with its
+    count; the messages they share on top; where each device's lines are archived."""
+    ordered = sorted(entries, key=lambda e: (e.worst, -e.lines, e.device))
+    total = sum(e.lines for e in ordered)
+    heading = (
+        f"{title}: {_plural(len(ordered), 'device')}, {_plural(total, threshold_name + '+ line')}"
+    )
+    hint = ""
+    for entry in ordered:
+        if entry.location:
+            prefix = entry.location.split("device=")[0]
+            hint = f"Each device's lines are archived under `{escape(prefix)}device=DEVICE/`"
+            break
+
+    def more(n: int) -> str:
+        left = ordered[len(ordered) - n :]
+        lines = sum(e.lines for e in left)
+        return f"…and {_plural(n, 'more device')} ({_plural(lines, 'line')}) not shown."
+
+    common = _common(ordered)
+    return build_list_message(
+        heading,
+        context,
+        (entry_line(e) for e in ordered),
+        more=more,
+        footer=hint,
+        extra=f"*Shared by several devices*\n{common}" if common else "",
+    )
+
+
+def build_silent_message(
+    device_id: str, *, last_seen: float, last_batch: str, now: float, silent_after: float
+) -> dict[str, Any]:
+    """A device has sent nothing (not even an empty batch) for longer than SILENT_AFTER."""
+    gone = duration_text(now - last_seen)
+    title = f"{device_id} has sent nothing for {gone}"
+    context = (
+        f"*Device* {escape(device_id)} · *Last seen* {clock_text(last_seen)} · "
+        f"*Last batch* {escape(last_batch or '–')} · *Silent after* {duration_text(silent_after)}"
+    )
+    return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": [_header(title), _context(context)]}
+
+
+def build_back_message(
+    device_id: str, *, last_seen_before: float, back_at: float, silent_since: float
+) -> dict[str, Any]:
+    """A device reported silent sends again: how long it was gone."""
+    gap = duration_text(back_at - last_seen_before)
+    title = f"{device_id} is back after {gap}"
+    context = (
+        f"*Device* {escape(device_id)} · *Nothing between* {clock_text(last_seen_before)} "
+        f"*and* {clock_text(back_at)} · *Reported silent at* {clock_text(silent_since)}"
+    )
+    return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": [_header(title), _context(context)]}
 
 
 def _texts(node: Any) -> list[tuple[str, str]]:

@@ -2,9 +2,18 @@
 
 ``lambda_handler`` → settings → :mod:`request` (decode, bound, validate) →
 :mod:`identity` (who is calling) → :mod:`archive` (parse, encode, write once)
-→ :mod:`alerts` (Slack). Every side effect (S3, Cognito, Secrets Manager, HTTP,
-clock, sleep, environment) comes in through :class:`Dependencies`, created
-lazily, so tests run the same code against moto and a loopback Slack.
+→ :mod:`state` (the device was seen) → :mod:`delivery` (storm control) →
+:mod:`alerts` (Slack). Every side effect (S3, Cognito, DynamoDB, Secrets
+Manager, HTTP, clocks, sleep, environment) comes in through
+:class:`Dependencies`, created lazily, so tests run the same code against moto
+and a loopback Slack.
+
+With ``STATE_TABLE`` set, an alerting batch goes through storm control
+(docs/ALERTS.md): posted at once, added to the device's digest, or folded
+into a fleet message. When the state cannot be used (DynamoDB fails or is
+slow), the batch is alerted on its own, as without a table: the log line
+says ``"alert_mode": "degraded"`` with the reason, and ``state_errors``
+counts it. A batch that is a duplicate touches no state.
 
 The webhook URL, when it lives in Secrets Manager (``WEBHOOK_SECRET_ARN``), is
 fetched on the first batch that has something to alert and kept for the
@@ -36,10 +45,12 @@ from typing import Any, Callable, Optional
 
 import alerts
 import archive
+import delivery
 import identity
 import request
 from errors import RequestError
 from settings import Settings, load_settings
+from state import StateError, StateStore
 
 LOGGER = logging.getLogger("omprog_forwarder.lambda")
 LOGGER.setLevel(logging.INFO)
@@ -73,6 +84,18 @@ class Dependencies:
     #: Secrets Manager, for the webhook URL; a default so that callers without alerts
     #: from a secret need not name it.
     secrets: Callable[[], Any] = field(default=lambda: _client("secretsmanager"))
+    #: DynamoDB, for the alert state (only used when STATE_TABLE is set).
+    dynamodb: Callable[[], Any] = field(default=lambda: _client("dynamodb"))
+    #: Wall-clock time (epoch seconds): the state is shared between containers, so
+    #: ``clock`` (monotonic, per machine) cannot stamp it.
+    wall: Callable[[], float] = field(default=time.time)
+
+
+#: Client settings per service: DynamoDB is asked several times per alerting batch and
+#: must never hold up the answer, so it gets short timeouts and one retry.
+_CLIENT_CONFIG: dict[str, dict[str, Any]] = {
+    "dynamodb": {"connect_timeout": 1, "read_timeout": 2, "max_attempts": 2},
+}
 
 
 def _client(service: str) -> Any:
@@ -82,10 +105,13 @@ def _client(service: str) -> Any:
         import boto3
         from botocore.config import Config
 
+        options = _CLIENT_CONFIG.get(service, {})
         client = boto3.client(
             service,
             config=Config(
-                connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+                connect_timeout=options.get("connect_timeout", 3),
+                read_timeout=options.get("read_timeout", 10),
+                retries={"max_attempts": options.get("max_attempts", 3), "mode": "standard"},
             ),
         )
         _clients[service] = client
@@ -101,6 +127,8 @@ def default_dependencies() -> Dependencies:
         clock=time.monotonic,
         environ=os.environ,
         secrets=lambda: _client("secretsmanager"),
+        dynamodb=lambda: _client("dynamodb"),
+        wall=time.time,
     )
 
 
@@ -186,6 +214,8 @@ def _archive_and_alert(
         batch_id_derived=batch.batch_id is None,
     )
     if not batch.logs:
+        # An empty batch (the device's `check`) still says the device is alive.
+        _record_seen(settings, deps, device, batch_id, 0, 0, log)
         return 200, _accepted(device, 0, None, 0, duplicate=False, alert_status="none")
 
     key = archive.object_key(settings.log_prefix, batch.timestamp, device, batch_id)
@@ -218,7 +248,8 @@ def _archive_and_alert(
     # device would resend a batch that is stored, meet the duplicate and never alert.
     try:
         _count("lines_archived", encoded.lines)
-        result = _alert(settings, collector, device, batch_id, key, context, deps)
+        seen = _record_seen(settings, deps, device, batch_id, encoded.lines, collector.lines, log)
+        result = _alert(settings, collector, device, batch_id, key, context, deps, log, seen)
     except Exception as exc:  # noqa: BLE001 - an alert failure must not fail an archived batch
         _count("alert_errors")
         frame = traceback.extract_tb(exc.__traceback__)[-1]
@@ -228,7 +259,8 @@ def _archive_and_alert(
             alert_where=f"{os.path.basename(frame.filename)}:{frame.lineno}",
         )
         result = alerts.SendResult("failed", reason=f"alert step failed: {type(exc).__name__}")
-    _count(f"slack_{result.status}")
+    if result.status not in ("pending", "fleet", "duplicate"):  # those are alert_* counters
+        _count(f"slack_{result.status}")
     log.update(
         duplicate=False,
         alert_status=result.status,
@@ -241,6 +273,43 @@ def _archive_and_alert(
     )
 
 
+#: Marks "the state step failed": ``_record_seen`` returns it instead of the old item.
+_NO_STATE: dict[str, Any] = {"__no_state__": True}
+
+
+def _store(settings: Settings, deps: Dependencies) -> StateStore:
+    return StateStore(deps.dynamodb(), settings.policy.state_table, clock=deps.clock)
+
+
+def _record_seen(
+    settings: Settings,
+    deps: Dependencies,
+    device: str,
+    batch_id: str,
+    lines: int,
+    alert_lines: int,
+    log: dict[str, Any],
+) -> Optional[dict[str, Any]]:
+    """The device was seen; returns its item as it was (``None`` without a state table,
+    ``_NO_STATE`` when the write failed). A failure only costs the alert policy."""
+    if not settings.policy.state_table:
+        return None
+    try:
+        store = _store(settings, deps)
+        before = store.record_seen(device, batch_id, lines, alert_lines, deps.wall())
+        if before.get("silent") and not before.get("back_at"):
+            store.mark_back(device, deps.wall())
+        return before
+    except Exception as exc:  # noqa: BLE001 - StateError, or a bug: the archive stands
+        _count("state_errors")
+        log.update(state_error=_state_reason(exc), state_step="record_seen")
+        return _NO_STATE
+
+
+def _state_reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, StateError) else f"bug: {type(exc).__name__}"
+
+
 def _alert(
     settings: Settings,
     collector: alerts.AlertCollector,
@@ -249,12 +318,16 @@ def _alert(
     key: str,
     context: Any,
     deps: Dependencies,
+    log: Optional[dict[str, Any]] = None,
+    seen: Optional[dict[str, Any]] = None,
 ) -> alerts.SendResult:
-    """Send the batch's alert; whatever happens, the batch is already archived."""
+    """Send the batch's alert, or hand it to storm control; whatever happens, the batch
+    is already archived."""
     global _alerts_off_logged
+    log = {} if log is None else log
     if not collector.lines:
         return alerts.SendResult("none")
-    url, failure = _webhook_url(settings, deps)
+    url, failure = webhook_url(settings, deps)
     if failure is not None:
         return failure
     if not url:
@@ -262,16 +335,68 @@ def _alert(
             _alerts_off_logged = True
             LOGGER.warning(json.dumps({"event": "alerts_off", "reason": "WEBHOOK_URL is empty"}))
         return alerts.SendResult("off", reason="WEBHOOK_URL is empty")
-    try:
-        payload = alerts.build_message(
+    location = f"s3://{settings.bucket_name}/{key}"
+
+    def single() -> dict[str, Any]:
+        return alerts.build_message(
             collector,
             device_id=device,
             batch_id=batch_id,
-            location=f"s3://{settings.bucket_name}/{key}",
+            location=location,
             threshold_name=settings.alert_min_severity_name,
         )
+
+    def post(payload: dict[str, Any]) -> alerts.SendResult:
+        return post_to_slack(url, payload, settings, deps, context)
+
+    if seen is None:
+        log["alert_mode"] = "per_batch"
+    elif seen is _NO_STATE:
+        log["alert_mode"] = "degraded"
+    else:
+        try:
+            notifier = delivery.Notifier(
+                _store(settings, deps),
+                settings.policy,
+                post=post,
+                threshold_name=settings.alert_min_severity_name,
+                count=_count,
+            )
+            now = deps.wall()
+            outcome = notifier.batch(
+                device, batch_id, collector, location.rsplit("/", 1)[0] + "/", now, seen, single
+            )
+            log.update(alert_mode="storm", alert_decision=outcome.decision)
+            _count(f"alert_{outcome.decision}")
+            _flush_fleet(notifier, now, log)
+            return outcome.result
+        except Exception as exc:  # noqa: BLE001 - nothing was committed: alert on its own
+            _count("state_errors")
+            log.update(alert_mode="degraded", state_error=_state_reason(exc), state_step="policy")
+    try:
+        payload = single()
     except Exception as exc:  # noqa: BLE001 - an alert bug must not fail an archived batch
         return alerts.SendResult("invalid", reason=f"build failed: {type(exc).__name__}")
+    return post(payload)
+
+
+def _flush_fleet(notifier: delivery.Notifier, now: float, log: dict[str, Any]) -> None:
+    """An alerting batch also posts a fleet episode that has ended (else the scheduled run
+    does, within five minutes)."""
+    try:
+        results = notifier.flush_episode(now)
+    except Exception as exc:  # noqa: BLE001 - the scheduled run retries it
+        log["fleet_flush_error"] = _state_reason(exc)
+        return
+    if results:
+        log["fleet_posts"] = [r.status for r in results]
+
+
+def post_to_slack(
+    url: str, payload: dict[str, Any], settings: Any, deps: Any, context: Any
+) -> alerts.SendResult:
+    """One webhook post within the invocation's Slack budget; a webhook Slack answers as
+    gone is forgotten, so that a rotated secret is read again."""
     result = alerts.send(
         url,
         payload,
@@ -285,12 +410,14 @@ def _alert(
     return result
 
 
-def _webhook_url(settings: Settings, deps: Dependencies) -> tuple[str, Optional[alerts.SendResult]]:
+def webhook_url(settings: Any, deps: Any) -> tuple[str, Optional[alerts.SendResult]]:
     """The webhook URL, from its secret when there is one (read once per container).
 
     Returns ``(url, None)``, or ``("", failure)`` when the secret cannot be read.
     The failure's reason names only the error code: a service's message may quote
     the secret's name or, for a malformed value, part of the value itself.
+    ``settings`` is either function's (it has ``webhook_url`` and
+    ``webhook_secret_arn``), ``deps`` anything with a ``secrets`` factory.
     """
     global _webhook_url_ignored_logged
     arn = settings.webhook_secret_arn

@@ -4,7 +4,9 @@ Pure: no I/O, and no clock unless the caller passes no batch time. The contract
 that matters more than any field is that :func:`parse_line` never raises and
 always returns a record for its line, because the how-to's Lambda answered 502
 and lost the whole batch on the first line it could not split. A line that
-fits no format is kept verbatim in ``raw`` with ``severity: null``.
+fits no format is kept verbatim in ``raw`` (``format: raw``) with ``severity:
+null``, unless the line carries its severity in a part that did parse: then
+the severity is kept, because it decides whether the line pages someone.
 
 Formats are tried in a fixed order (the project's JSON template, the how-to's
 CustomLogFormat, rsyslog's file format, RFC 5424, RFC 3164). A look at the
@@ -36,8 +38,13 @@ and syslog-ng do, and says ``rfc3164``:
 * spaces after the PRI (``<13> Dec ...``), and a PRI with leading zeros;
 * a valid PRI before anything else (``<11>hello``): facility and severity
   from the PRI, no ``ts``, a leading tag still taken, and the whole line in
-  ``raw``. One exception keeps its old result: a line that starts as RFC 5424
-  does (``<PRI>1 ``) and then breaks its grammar stays ``raw``.
+  ``raw``. A line that starts as RFC 5424 does (``<PRI>1 ``) and then breaks
+  its grammar is ``format: raw`` (nothing after the PRI can be trusted as a
+  field) but keeps the PRI's facility and severity.
+
+The how-to's CustomLogFormat with an impossible date (``2026-02-30 ...
+daemon.err: ...``) is the same case: ``format: raw``, ``ts`` null, the line in
+``raw``, and the facility and severity it names.
 
 Two rules for every format, both only where the strict rule found nothing:
 ``app[pid] msg`` (no colon) is a tag; an RFC 3164 HOSTNAME written as an
@@ -186,7 +193,7 @@ def parse_line(line: str, ref: Optional[datetime] = None) -> Record:
         if first == "{":
             record = _parse_json(text, line)
         elif "0" <= first <= "9":
-            record = _parse_custom(text) or _parse_file(text)
+            record = _parse_custom(text, line) or _parse_file(text)
         elif first == "<":
             record = _parse_5424(text) or _parse_3164(text, ref)
         elif "A" <= first <= "Z":
@@ -199,13 +206,13 @@ def parse_line(line: str, ref: Optional[datetime] = None) -> Record:
         return record
 
 
-def _raw_record(line: str) -> Record:
+def _raw_record(line: str, facility: Optional[str] = None, sev: Optional[int] = None) -> Record:
     return {
         "ts": None,
         "host": None,
-        "facility": None,
-        "severity": None,
-        "severity_num": None,
+        "facility": facility,
+        "severity": None if sev is None else SEVERITY_NAMES[sev],
+        "severity_num": sev,
         "app": None,
         "pid": None,
         "msg": None,
@@ -328,7 +335,7 @@ def _parse_json(text: str, line: str) -> Optional[Record]:
     return record
 
 
-def _parse_custom(text: str) -> Optional[Record]:
+def _parse_custom(text: str, line: str) -> Optional[Record]:
     match = _CUSTOM_RE.match(text)
     if match is None:
         return None
@@ -339,7 +346,8 @@ def _parse_custom(text: str) -> Optional[Record]:
         if sev is None:
             return None
     if not _date_ok(day):
-        return None
+        # The line says its severity; only its date is impossible (a Pi without RTC).
+        return _raw_record(line, facility.lower(), sev)
     ts = f"{day}T{clock}+00:00"
     if app is None:
         app, pid, msg = _bare_tag(msg)
@@ -497,8 +505,9 @@ def _parse_lenient(text: str, line: str, ref: Optional[datetime]) -> Record:
         if record is not None:
             return record
         if _VERSION_RE.match(after):
-            # It says RFC 5424 and is not: kept raw, as the strict parser always has.
-            return _raw_record(line)
+            # It says RFC 5424 and is not: raw, since no field after the PRI can be
+            # trusted, but the PRI itself is well-formed and carries the severity.
+            return _raw_record(line, facility, sev)
         return _pri_only(body, line, facility, sev)
     if (text[3:4] == " " or text[4:5] == " ") and first.isascii() and first.isalnum():
         record = _bsd_lenient(text, None, None, ref)  # `Mmm ` or `YYYY ` first

@@ -359,6 +359,8 @@ def check_device_role(t: Template) -> list[str]:
     return problems
 
 
+STATE_TABLE_ARN = {"Fn::GetAtt": ["StateTable", "Arn"]}
+
 #: Every action the function's role grants, with its one resource and its condition.
 FUNCTION_GRANTS = {
     "logs:CreateLogStream": ({"Fn::GetAtt": ["IngestFunctionLogGroup", "Arn"]}, None),
@@ -366,22 +368,51 @@ FUNCTION_GRANTS = {
     "s3:PutObject": ({"Fn::Sub": "${LogBucket.Arn}/${LogPrefix}/*"}, None),
     "cognito-idp:ListUsers": ({"Fn::GetAtt": ["UserPool", "Arn"]}, None),
     "secretsmanager:GetSecretValue": ({"Ref": "WebhookSecret"}, "HasWebhook"),
+    # lambda/state.py: reads are GetItem, every write (also in a transaction) UpdateItem.
+    "dynamodb:GetItem": (STATE_TABLE_ARN, None),
+    "dynamodb:UpdateItem": (STATE_TABLE_ARN, None),
+}
+
+#: Every action the scheduled function's role grants: no S3 at all, and one Scan.
+SCHEDULED_GRANTS = {
+    "logs:CreateLogStream": ({"Fn::GetAtt": ["ScheduledFunctionLogGroup", "Arn"]}, None),
+    "logs:PutLogEvents": ({"Fn::GetAtt": ["ScheduledFunctionLogGroup", "Arn"]}, None),
+    "dynamodb:Scan": (STATE_TABLE_ARN, None),
+    "dynamodb:GetItem": (STATE_TABLE_ARN, None),
+    "dynamodb:UpdateItem": (STATE_TABLE_ARN, None),
+    "cognito-idp:ListUsers": ({"Fn::GetAtt": ["UserPool", "Arn"]}, None),
+    "secretsmanager:GetSecretValue": ({"Ref": "WebhookSecret"}, "HasWebhook"),
 }
 
 
 def check_function_role(t: Template) -> list[str]:
     """Exactly the function's needs, each on exactly its resource; no managed policies."""
+    return role_problems(t, "IngestFunction", "IngestFunctionRole", FUNCTION_GRANTS)
+
+
+def check_scheduled_role(t: Template) -> list[str]:
+    """The scheduled function's own role: exactly its needs, nothing of the ingest's."""
+    return role_problems(t, "ScheduledFunction", "ScheduledFunctionRole", SCHEDULED_GRANTS)
+
+
+def role_problems(
+    t: Template, function_name: str, role_name: str, wanted: dict[str, tuple[Any, Any]]
+) -> list[str]:
+    """``role_name`` is ``function_name``'s own, assumable by Lambda only, and grants
+    exactly ``wanted`` (action → its one resource and condition)."""
     problems = []
-    function = props(t, "IngestFunction")
-    if function.get("Role") != {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}:
-        problems.append("the function does not use IngestFunctionRole")
-    role = props(t, "IngestFunctionRole")
+    if function_name not in t["Resources"] or role_name not in t["Resources"]:
+        return [f"{function_name} or {role_name} is missing"]
+    function = props(t, function_name)
+    if function.get("Role") != {"Fn::GetAtt": [role_name, "Arn"]}:
+        problems.append(f"the function does not use {role_name}")
+    role = props(t, role_name)
     trust = statements(role.get("AssumeRolePolicyDocument", {}))
     if [(s.get("Principal"), as_list(s.get("Action"))) for s, _ in trust] != [
         ({"Service": "lambda.amazonaws.com"}, ["sts:AssumeRole"])
     ]:
         problems.append("the function role is assumable by more than Lambda")
-    if role.get("ManagedPolicyArns") or attached_policies(t, "IngestFunctionRole"):
+    if role.get("ManagedPolicyArns") or attached_policies(t, role_name):
         problems.append("the function role has policies beyond its own inline one")
     granted: dict[str, list[tuple[Any, str | None]]] = {}
     for policy in role.get("Policies", []):
@@ -396,7 +427,7 @@ def check_function_role(t: Template) -> list[str]:
             problems.append(f"wildcard action {action!r}")
         if any(resource == "*" for resource, _ in grants):
             problems.append(f"{action} on every resource")
-    expected = {action: [grant] for action, grant in FUNCTION_GRANTS.items()}
+    expected = {action: [grant] for action, grant in wanted.items()}
     if granted != expected:
         extra = sorted(set(granted) - set(expected))
         missing = sorted(set(expected) - set(granted))
@@ -483,11 +514,12 @@ def check_webhook(t: Template) -> list[str]:
         variables = function["Properties"].get("Environment", {}).get("Variables", {})
         if mentions(variables, "SlackWebhookUrl") or "WEBHOOK_URL" in variables:
             problems.append(f"{name}'s environment carries the webhook URL")
-    variables = props(t, "IngestFunction").get("Environment", {}).get("Variables", {})
-    if variables.get("WEBHOOK_SECRET_ARN") != {
-        "Fn::If": ["HasWebhook", {"Ref": "WebhookSecret"}, ""]
-    }:
-        problems.append("WEBHOOK_SECRET_ARN is not the secret's ARN (or empty)")
+    for name in ("IngestFunction", "ScheduledFunction"):
+        variables = props(t, name).get("Environment", {}).get("Variables", {})
+        if variables.get("WEBHOOK_SECRET_ARN") != {
+            "Fn::If": ["HasWebhook", {"Ref": "WebhookSecret"}, ""]
+        }:
+            problems.append(f"{name}'s WEBHOOK_SECRET_ARN is not the secret's ARN (or empty)")
     return problems
 
 
@@ -502,7 +534,14 @@ PROVISIONING_OUTPUTS = {
     },
     "BucketName": {"Ref": "LogBucket"},
 }
-OTHER_OUTPUTS = {"LogPrefix", "GlueDatabase", "GlueTable", "FunctionName"}
+OTHER_OUTPUTS = {
+    "LogPrefix",
+    "GlueDatabase",
+    "GlueTable",
+    "FunctionName",
+    "ScheduledFunctionName",
+    "StateTableName",
+}
 
 
 def check_outputs(t: Template) -> list[str]:
@@ -622,6 +661,9 @@ def check_glue(t: Template) -> list[str]:
     return problems
 
 
+#: The EventBridge schedule of the scheduled function, seconds.
+SCHEDULE_SECONDS = 300
+
 #: The function's environment, exactly.
 FUNCTION_ENVIRONMENT = {
     "BUCKET_NAME": {"Ref": "LogBucket"},
@@ -631,6 +673,20 @@ FUNCTION_ENVIRONMENT = {
     "ALERT_MIN_SEVERITY": {"Ref": "AlertMinSeverity"},
     "REQUIRE_IDENTITY": "true",
     "WEBHOOK_SECRET_ARN": {"Fn::If": ["HasWebhook", {"Ref": "WebhookSecret"}, ""]},
+    "STATE_TABLE": {"Ref": "StateTable"},
+    "ALERT_COOLDOWN": {"Ref": "AlertCooldownSeconds"},
+    "FLEET_THRESHOLD": {"Ref": "FleetThreshold"},
+}
+
+#: The scheduled function's environment, exactly (no bucket: it never reads the archive).
+SCHEDULED_ENVIRONMENT = {
+    "STATE_TABLE": {"Ref": "StateTable"},
+    "ALERT_COOLDOWN": {"Ref": "AlertCooldownSeconds"},
+    "SILENT_AFTER": {"Ref": "SilentAfterSeconds"},
+    "FLEET_THRESHOLD": {"Ref": "FleetThreshold"},
+    "ALERT_MIN_SEVERITY": {"Ref": "AlertMinSeverity"},
+    "USER_POOL_ID": {"Ref": "UserPool"},
+    "WEBHOOK_SECRET_ARN": {"Fn::If": ["HasWebhook", {"Ref": "WebhookSecret"}, ""]},
 }
 
 
@@ -638,7 +694,7 @@ def check_function(t: Template) -> list[str]:
     """python3.13 on arm64, inside API Gateway's timeout, logging to its own group."""
     problems = []
     functions = resources(t, "AWS::Lambda::Function")
-    if list(functions) != ["IngestFunction"]:
+    if sorted(functions) != ["IngestFunction", "ScheduledFunction"]:
         problems.append(f"functions are {sorted(functions)}")
     f = props(t, "IngestFunction")
     wanted = {
@@ -666,6 +722,103 @@ def check_function(t: Template) -> list[str]:
     group = props(t, "IngestFunctionLogGroup")
     if group.get("RetentionInDays") != {"Ref": "FunctionLogRetentionDays"}:
         problems.append("the function's log group has no retention")
+    return problems
+
+
+def check_scheduled_function(t: Template) -> list[str]:
+    """python3.13 on arm64, its own log group, exactly its environment, and run every
+    5 minutes by an EventBridge rule that only EventBridge may use to invoke it."""
+    problems = []
+    if "ScheduledFunction" not in t["Resources"]:
+        return ["there is no ScheduledFunction"]
+    f = props(t, "ScheduledFunction")
+    wanted = {
+        "Runtime": "python3.13",
+        "Architectures": ["arm64"],
+        "Handler": "scheduled.lambda_handler",
+    }
+    for key, value in wanted.items():
+        if f.get(key) != value:
+            problems.append(f"{key} is {f.get(key)!r}, not {value!r}")
+    timeout = f.get("Timeout")
+    if not isinstance(timeout, int) or not 30 <= timeout < SCHEDULE_SECONDS:
+        problems.append(f"Timeout {timeout!r} does not fit between two runs")
+    variables = f.get("Environment", {}).get("Variables", {})
+    if variables != SCHEDULED_ENVIRONMENT:
+        problems.append(
+            f"environment differs: {sorted(set(variables) ^ set(SCHEDULED_ENVIRONMENT))}"
+        )
+    if f.get("LoggingConfig", {}).get("LogGroup") != {"Ref": "ScheduledFunctionLogGroup"}:
+        problems.append("the function does not log to ScheduledFunctionLogGroup")
+    if props(t, "ScheduledFunctionLogGroup").get("RetentionInDays") != {
+        "Ref": "FunctionLogRetentionDays"
+    }:
+        problems.append("the scheduled function's log group has no retention")
+    rules = {
+        name: r["Properties"]
+        for name, r in resources(t, "AWS::Events::Rule").items()
+        if any(
+            target.get("Arn") == {"Fn::GetAtt": ["ScheduledFunction", "Arn"]}
+            for target in r.get("Properties", {}).get("Targets", [])
+        )
+    }
+    if len(rules) != 1:
+        return [*problems, f"{len(rules)} rules invoke the scheduled function, expected 1"]
+    ((rule_name, rule),) = rules.items()
+    if rule.get("ScheduleExpression") != "rate(5 minutes)" or rule.get("State") == "DISABLED":
+        problems.append(f"the rule is {rule.get('ScheduleExpression')!r}, not rate(5 minutes)")
+    permissions = [
+        p["Properties"]
+        for p in resources(t, "AWS::Lambda::Permission").values()
+        if mentions(p.get("Properties", {}).get("FunctionName"), "ScheduledFunction")
+    ]
+    wanted_permission = {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Ref": "ScheduledFunction"},
+        "Principal": "events.amazonaws.com",
+        "SourceArn": {"Fn::GetAtt": [rule_name, "Arn"]},
+    }
+    if permissions != [wanted_permission]:
+        problems.append(f"invoke permissions of the scheduled function are {permissions}")
+    return problems
+
+
+def check_state_table(t: Template) -> list[str]:
+    """On demand, point-in-time recovery, encrypted with KMS, one string key, a TTL for the
+    fleet items; nothing but the two functions refers to it."""
+    problems = []
+    if "StateTable" not in t["Resources"]:
+        return ["there is no StateTable"]
+    table = t["Resources"]["StateTable"]
+    p = table.get("Properties", {})
+    if table.get("Type") != "AWS::DynamoDB::Table":
+        problems.append("StateTable is not a DynamoDB table")
+    if p.get("BillingMode") != "PAY_PER_REQUEST" or "ProvisionedThroughput" in p:
+        problems.append("the table is not on demand")
+    if p.get("PointInTimeRecoverySpecification") != {"PointInTimeRecoveryEnabled": True}:
+        problems.append("point-in-time recovery is off")
+    if p.get("SSESpecification", {}).get("SSEEnabled") is not True:
+        problems.append("the table is not encrypted with KMS")
+    if p.get("KeySchema") != [{"AttributeName": "pk", "KeyType": "HASH"}] or p.get(
+        "AttributeDefinitions"
+    ) != [{"AttributeName": "pk", "AttributeType": "S"}]:
+        problems.append("the key is not the one string pk that lambda/state.py uses")
+    if p.get("TimeToLiveSpecification") != {"AttributeName": "expires_at", "Enabled": True}:
+        problems.append("fleet items have no TTL on expires_at")
+    if table.get("DeletionPolicy") is None or table.get("UpdateReplacePolicy") is None:
+        problems.append("the table's deletion policy is not stated")
+    users = sorted(
+        name
+        for name, r in t["Resources"].items()
+        if name != "StateTable" and mentions(r, "StateTable")
+    )
+    if users != [
+        "IngestFunction",
+        "IngestFunctionRole",
+        "ScheduledFunction",
+        "ScheduledFunctionRole",
+    ]:
+        problems.append(f"the table is used by {users}")
     return problems
 
 
@@ -698,6 +851,22 @@ def check_parameters(t: Template) -> list[str]:
     severities = params.get("AlertMinSeverity", {}).get("AllowedValues", [])
     if any(severity_number(s) is None for s in severities) or not severities:
         problems.append("AlertMinSeverity admits a value the function refuses")
+    # The alert policy's parameters: the function's defaults, and no value it refuses.
+    policy = {
+        "AlertCooldownSeconds": (
+            settings.DEFAULT_ALERT_COOLDOWN,
+            settings.MIN_ALERT_COOLDOWN,
+            settings.MAX_ALERT_COOLDOWN,
+        ),
+        "SilentAfterSeconds": (settings.DEFAULT_SILENT_AFTER, settings.MIN_SILENT_AFTER, None),
+        "FleetThreshold": (settings.DEFAULT_FLEET_THRESHOLD, 1, None),
+    }
+    for name, (default, low, high) in policy.items():
+        p = params.get(name, {})
+        if (p.get("Type"), p.get("Default"), p.get("MinValue")) != ("Number", default, low):
+            problems.append(f"{name} is not a Number defaulting to {default}, at least {low}")
+        if high is not None and p.get("MaxValue") != high:
+            problems.append(f"{name} has no maximum {high}")
     return problems
 
 
@@ -714,6 +883,9 @@ CHECKS: dict[str, Check] = {
     "glue": check_glue,
     "function": check_function,
     "parameters": check_parameters,
+    "scheduled_role": check_scheduled_role,
+    "scheduled_function": check_scheduled_function,
+    "state_table": check_state_table,
 }
 
 
@@ -780,6 +952,9 @@ def _set(path: str, value: Any) -> Callable[[Template], None]:
 
 DELETE = object()
 FN_POLICY = "IngestFunctionRole/Properties/Policies/0/PolicyDocument/Statement"
+SCHED_POLICY = "ScheduledFunctionRole/Properties/Policies/0/PolicyDocument/Statement"
+RULE = "ScheduledFunctionEvery5Minutes"
+TABLE = "StateTable/Properties"
 DEVICE_POLICY = "DeviceRole/Properties/Policies/0/PolicyDocument/Statement"
 COLUMNS = "GlueTable/Properties/TableInput/StorageDescriptor/Columns"
 SSE = (
@@ -919,6 +1094,70 @@ MUTATIONS: dict[str, Callable[[Template], None]] = {
     ),
     "parameters/prefix-unchecked": _set("Parameters/LogPrefix/AllowedPattern", ".*"),
     "parameters/no-default": _set("Parameters/StageName/Default", DELETE),
+    "parameters/silent-after-one-window": _set("Parameters/SilentAfterSeconds/MinValue", 300),
+    "parameters/cooldown-default": _set("Parameters/AlertCooldownSeconds/Default", 60),
+    "parameters/fleet-threshold-zero": _set("Parameters/FleetThreshold/MinValue", 0),
+    "function_role/state-scan": _append(
+        FN_POLICY, {"Effect": "Allow", "Action": "dynamodb:Scan", "Resource": STATE_TABLE_ARN}
+    ),
+    "function_role/state-any-table": _set(
+        f"{FN_POLICY}/4/Resource",
+        {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/*"},
+    ),
+    "function_role/state-put-item": _set(
+        f"{FN_POLICY}/4/Action", ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"]
+    ),
+    "scheduled_role/archive-read": _append(
+        SCHED_POLICY,
+        {
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": {"Fn::Sub": "${LogBucket.Arn}/*"},
+        },
+    ),
+    "scheduled_role/no-scan": _set(f"{SCHED_POLICY}/1/Action", ["dynamodb:GetItem"]),
+    "scheduled_role/dynamodb-star": _set(f"{SCHED_POLICY}/1/Action", "dynamodb:*"),
+    "scheduled_role/any-pool": _set(f"{SCHED_POLICY}/2/Resource", "*"),
+    "scheduled_role/ingest-role": _set(
+        "ScheduledFunction/Properties/Role", {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}
+    ),
+    "scheduled_role/managed-policy": _set(
+        "ScheduledFunctionRole/Properties/ManagedPolicyArns",
+        ["arn:aws:iam::aws:policy/AmazonDynamoDBFullAccess"],
+    ),
+    "scheduled_function/x86": _set("ScheduledFunction/Properties/Architectures", ["x86_64"]),
+    "scheduled_function/runtime": _set("ScheduledFunction/Properties/Runtime", "python3.12"),
+    "scheduled_function/hourly": _set(f"{RULE}/Properties/ScheduleExpression", "rate(1 hour)"),
+    "scheduled_function/no-rule": _set(RULE, DELETE),
+    "scheduled_function/anyone-may-invoke": _set(f"{RULE}Permission/Properties/SourceArn", DELETE),
+    "scheduled_function/silent-after-fixed": _set(
+        "ScheduledFunction/Properties/Environment/Variables/SILENT_AFTER", "60"
+    ),
+    "scheduled_function/no-user-pool": _set(
+        "ScheduledFunction/Properties/Environment/Variables/USER_POOL_ID", DELETE
+    ),
+    "state_table/provisioned": _set(f"{TABLE}/BillingMode", "PROVISIONED"),
+    "state_table/no-pitr": _set(
+        f"{TABLE}/PointInTimeRecoverySpecification/PointInTimeRecoveryEnabled", False
+    ),
+    "state_table/no-sse": _set(f"{TABLE}/SSESpecification", DELETE),
+    "state_table/no-ttl": _set(f"{TABLE}/TimeToLiveSpecification", DELETE),
+    "state_table/other-key": _set(f"{TABLE}/KeySchema/0/AttributeName", "device"),
+    "state_table/another-user": _set(
+        "ExtraPolicy",
+        {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {"PolicyDocument": {"Statement": [{"Resource": STATE_TABLE_ARN}]}},
+        },
+    ),
+    "webhook/scheduled-url-in-environment": _set(
+        "ScheduledFunction/Properties/Environment/Variables/WEBHOOK_URL",
+        {"Ref": "SlackWebhookUrl"},
+    ),
+    "function/no-state-table": _set(
+        "IngestFunction/Properties/Environment/Variables/STATE_TABLE", DELETE
+    ),
+    "outputs/no-state-table": _set("Outputs/StateTableName", DELETE),
 }
 
 
@@ -978,8 +1217,25 @@ def test_archived_records_fit_the_table_columns(
 
 def test_every_environment_variable_is_one_the_function_reads() -> None:
     source = inspect.getsource(settings)
-    unread = [name for name in FUNCTION_ENVIRONMENT if f'"{name}"' not in source]
+    names = {*FUNCTION_ENVIRONMENT, *SCHEDULED_ENVIRONMENT}
+    unread = [name for name in sorted(names) if f'"{name}"' not in source]
     assert unread == []
+
+
+def test_the_policy_parameters_defaults_load_as_the_functions_defaults(source: Template) -> None:
+    """The template's defaults, passed as the functions get them (strings), are accepted
+    and mean the same as no variable at all."""
+    params = source["Parameters"]
+    env = {
+        "STATE_TABLE": "omprog-state",
+        "ALERT_COOLDOWN": str(params["AlertCooldownSeconds"]["Default"]),
+        "SILENT_AFTER": str(params["SilentAfterSeconds"]["Default"]),
+        "FLEET_THRESHOLD": str(params["FleetThreshold"]["Default"]),
+    }
+    assert settings.load_policy(env) == settings.load_policy({"STATE_TABLE": "omprog-state"})
+    low = {**env, "SILENT_AFTER": str(params["SilentAfterSeconds"]["MinValue"] - 1)}
+    with pytest.raises(settings.ConfigError, match="SILENT_AFTER"):
+        settings.load_policy(low)
 
 
 def test_the_default_prefix_puts_keys_where_the_table_and_the_grant_look(source: Template) -> None:

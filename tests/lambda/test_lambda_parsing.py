@@ -118,9 +118,19 @@ CASES = [
         {"format": "raw", "severity": None},
         id="howto-unknown-severity-is-raw",
     ),
+    # Raw (the date cannot be trusted, so no field is), but the severity the line names
+    # is kept: an `err` from a Pi whose clock is wrong must still page someone.
     pytest.param(
         "2026-02-30 10:00:00 vm daemon.err: app: impossible date",
-        {"format": "raw", "severity": None},
+        {
+            "format": "raw",
+            "ts": None,
+            "facility": "daemon",
+            "severity": "err",
+            "severity_num": 3,
+            "msg": None,
+            "raw": "2026-02-30 10:00:00 vm daemon.err: app: impossible date",
+        },
         id="howto-impossible-date-is-raw",
     ),
     pytest.param(
@@ -231,8 +241,19 @@ CASES = [
     pytest.param(
         "<999>Oct 11 22:14:15 host app: x", {"format": "raw"}, id="broken-pri-out-of-range"
     ),
+    # Says RFC 5424 and breaks it (a space in the timestamp): raw, since no field after
+    # the PRI can be trusted, but the PRI is well-formed: auth.crit is kept.
     pytest.param(
-        "<34>1 2003-10-11 22:14:15Z h a p m - x", {"format": "raw"}, id="broken-5424-space-ts"
+        "<34>1 2003-10-11 22:14:15Z h a p m - x",
+        {
+            "format": "raw",
+            "ts": None,
+            "facility": "auth",
+            "severity": "crit",
+            "severity_num": 2,
+            "raw": "<34>1 2003-10-11 22:14:15Z h a p m - x",
+        },
+        id="broken-5424-space-ts",
     ),
     pytest.param(
         "Feb 30 10:00:00 host app: x", {"format": "raw"}, id="broken-3164-impossible-date"
@@ -475,7 +496,12 @@ def test_parse_line_never_raises_never_drops_and_encodes_losslessly(line: str) -
     assert list(record)[: len(parsing.RECORD_FIELDS)] == list(parsing.RECORD_FIELDS)
     assert record["format"] in FORMATS
     if record["format"] == "raw":
-        assert record["raw"] == line and record["severity"] is None
+        # A raw record keeps the line, and has a severity only where the line itself
+        # names one in a part that parsed: a valid PRI, or the how-to's `facility.severity`
+        # (rule "keep every line's severity whenever the line carries one").
+        assert record["raw"] == line
+        if record["severity"] is not None:
+            assert record["severity_num"] == severity_carried(line), line
     num = record["severity_num"]
     assert num is None or record["severity"] == SEVERITY_NAMES[num]
     for key in ("ts", "host", "facility", "app", "pid", "msg", "uuid"):
@@ -489,6 +515,16 @@ def test_parse_line_never_raises_never_drops_and_encodes_losslessly(line: str) -
 
 
 RFC5424_VERSION = re.compile(r"[1-9]\d? ")
+HOWTO_HEAD = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d \S+ [A-Za-z0-9_-]+\.([A-Za-z]+): ")
+
+
+def severity_carried(line: str) -> object:
+    """The severity a line names itself, read independently of parsing.py."""
+    pri = re.match(r"<(\d{1,3})>", line)
+    if pri and int(pri[1]) <= 191:
+        return int(pri[1]) & 7
+    head = HOWTO_HEAD.match(line)
+    return severity_number(head[1]) if head else "no severity in the line"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -503,10 +539,11 @@ def test_a_line_with_a_valid_pri_keeps_its_facility_and_severity(
     line = (f"<{pri:03d}>" if leading_zeros else f"<{pri}>") + body
     record = parsing.parse_line(line, REF)
     assert "parse_error" not in record
-    if RFC5424_VERSION.match(body) and record["format"] == "raw":
-        return  # starts as RFC 5424, then breaks it: raw, as broken-5424-space-ts pins
     assert (record["facility"], record["severity_num"]) == (FACILITY_NAMES[pri >> 3], pri & 7)
-    assert record["format"] in ("rfc5424", "rfc3164")
+    assert record["format"] in ("rfc5424", "rfc3164", "raw")
+    if record["format"] == "raw":
+        # Only a line that starts as RFC 5424 and then breaks it (broken-5424-space-ts).
+        assert RFC5424_VERSION.match(body) and record["raw"] == line and record["ts"] is None
     if record["ts"] is None and record["format"] == "rfc3164":
         assert record["raw"] == line  # the PRI was all that parsed: the line is kept too
 

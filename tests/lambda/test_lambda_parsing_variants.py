@@ -565,7 +565,12 @@ VARIANTS = [
     # --- still raw -------------------------------------------------------------------------
     pytest.param("<192>hello", raw("<192>hello"), id="raw-pri-above-191"),
     pytest.param("<1a>hello", raw("<1a>hello"), id="raw-pri-not-a-number"),
-    pytest.param("<34>1 garbage", raw("<34>1 garbage"), id="raw-rfc5424-header-then-garbage"),
+    # Raw, but the PRI's auth.crit is kept (see broken-5424-space-ts).
+    pytest.param(
+        "<34>1 garbage",
+        {**raw("<34>1 garbage"), "facility": "auth", "severity": "crit", "severity_num": 2},
+        id="raw-rfc5424-header-then-garbage",
+    ),
     pytest.param(
         "2026 Nov 26 2026 23:14:05 pi app: x",
         raw("2026 Nov 26 2026 23:14:05 pi app: x"),
@@ -609,3 +614,27 @@ def test_a_pri_only_line_alerts_through_the_handler(rig: Any) -> None:
     stored = rig.s3.get_object(Bucket="omprog-test-logs", Key=body["key"])["Body"].read()
     first = json.loads(gzip.decompress(stored).decode().splitlines()[0])
     assert (first["severity"], first["facility"], first["raw"]) == ("err", "user", "<11>hello")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param("<34>1 2003-10-11 22:14:15Z h a p m - x", id="broken-5424"),
+        pytest.param("2026-02-30 10:00:00 vm daemon.err: app: impossible date", id="howto-date"),
+    ],
+)
+def test_a_raw_line_that_names_its_severity_alerts_with_the_whole_line(rig: Any, line: str) -> None:
+    """Raw (no field can be trusted) but the severity is the line's own: it pages, and the
+    message shows the line itself, since the record has no `msg`."""
+    event = proxy_event(
+        batch([line, "<14>just info"]),
+        user_pool_id=rig.cognito.user_pool_id,
+        sub=rig.cognito.subs[DEVICE],
+        identity_pool_id=rig.cognito.identity_pool_id,
+    )
+    status, body = rig.call(event)
+    assert (status, body["alerts"], body["alert_status"]) == (200, 1, "sent")
+    (payload,) = rig.slack.payloads
+    shown = payload["blocks"][2]["text"]["text"]
+    assert shown == "```" + line.replace("<", "&lt;").replace(">", "&gt;") + "```"
+    assert "crit" in json.dumps(payload) or "err" in json.dumps(payload)
