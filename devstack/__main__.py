@@ -50,6 +50,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         slack_forward=forward,
         moto_port=args.moto_port,
         gateway_port=args.port,
+        schedule_seconds=300.0,  # the template's EventBridge rate(5 minutes)
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stopping.set())
@@ -62,6 +63,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"endpoint    {stack.endpoint_url}   (POST, SigV4 for execute-api)")
         print(f"aws (moto)  {stack.moto.endpoint}")
         print(f"slack sink  {stack.slack.url}" + (f" -> {forward}" if forward else ""))
+        print("scheduled   silent devices and due digests every 300 s")
         print("\nIn another shell:\n")
         print(exports(stack, jwks))
         print(

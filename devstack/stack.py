@@ -14,13 +14,17 @@ identity, and calls the real handler in this process (`handler.handle`, what
 `lambda_handler` calls, with clients pointed at moto) under a context whose
 remaining time counts down from the template's Timeout. Alerts go to the
 local Slack sink (printed by `python -m devstack`), or on to
-`SLACK_WEBHOOK_URL` when that is set.
+`SLACK_WEBHOOK_URL` when that is set. The scheduled function (silent
+devices, due digests) runs on `run_scheduled()`, or every
+`schedule_seconds` in a thread (`python -m devstack` runs it every 300 s,
+as the template's EventBridge schedule does).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Callable, Optional
@@ -28,21 +32,22 @@ from typing import Any, Callable, Optional
 from devstack.aws import ADMIN_KEYS, IdentityBroker, MotoServer, moto_jwks
 from devstack.gateway import Gateway, lambda_proxy
 from devstack.slack import SlackSink
-from devstack.template import REPO_ROOT, LocalDeployment, deploy
+from devstack.template import REPO_ROOT, SCHEDULED_FUNCTION, LocalDeployment, deploy
 
 LAMBDA_DIR = os.path.join(REPO_ROOT, "lambda")
 DEFAULT_STACK = "omprog-forwarder"
 DEFAULT_REGION = "eu-west-1"
 
 
-def lambda_modules() -> tuple[Any, Any]:
-    """The function's `handler` and `alerts` modules, imported as the runtime does."""
+def lambda_modules() -> tuple[Any, Any, Any]:
+    """The functions' `handler`, `scheduled` and `alerts` modules, imported as the runtime does."""
     if LAMBDA_DIR not in sys.path:
         sys.path.insert(0, LAMBDA_DIR)
     import alerts
     import handler
+    import scheduled
 
-    return handler, alerts
+    return handler, scheduled, alerts
 
 
 class LambdaContext:
@@ -71,7 +76,9 @@ class LocalStack:
         moto_port: int = 0,
         gateway_port: int = 0,
         clock: Callable[[], float] = time.time,
+        lambda_clock: Optional[Callable[[], float]] = None,
         credentials_lifetime: float = 3600.0,
+        schedule_seconds: float = 0.0,
     ) -> None:
         self.stack_name = stack
         self.region = region
@@ -80,11 +87,19 @@ class LocalStack:
         self.broker = IdentityBroker(clock=clock, lifetime=credentials_lifetime)
         self.slack = SlackSink(on_alert=on_alert, forward_to=slack_forward)
         self.clock = clock
+        # The functions' wall clock (their state's timestamps): the demo moves it ahead
+        # to show a cool-down ending or a device going silent without waiting for it.
+        self.lambda_clock = lambda_clock or clock
+        self.schedule_seconds = schedule_seconds
+        self._scheduler: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
         self._gateway_port = gateway_port
         self.gateway: Optional[Gateway] = None
         self.deployment: Optional[LocalDeployment] = None
         self._handler: Any = None
         self._deps: Any = None
+        self._scheduled: Any = None
+        self._scheduled_deps: Any = None
 
     # -- lifecycle --------------------------------------------------------
 
@@ -110,13 +125,21 @@ class LocalStack:
                 endpoint_url=self.gateway.url,
                 parameters=params,
             )
-            self._wire_handler()
+            self._wire_functions()
+            if self.schedule_seconds > 0:
+                self._scheduler = threading.Thread(
+                    target=self._every, name="scheduled-function", daemon=True
+                )
+                self._scheduler.start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.join(10)
         if self.gateway is not None:
             self.gateway.stop()
         self.slack.stop()
@@ -131,8 +154,8 @@ class LocalStack:
 
     # -- the function -------------------------------------------------------
 
-    def _wire_handler(self) -> None:
-        handler, alerts = lambda_modules()
+    def _wire_functions(self) -> None:
+        handler, scheduled, alerts = lambda_modules()
         clients: dict[str, Any] = {}
 
         def client(service: str) -> Callable[[], Any]:
@@ -148,17 +171,49 @@ class LocalStack:
             s3=client("s3"),
             cognito=client("cognito-idp"),
             secrets=client("secretsmanager"),
+            dynamodb=client("dynamodb"),
             transport=alerts.urllib_transport,
             sleep=time.sleep,
             clock=time.monotonic,
+            wall=self.lambda_clock,
             environ=self.function_env,
         )
+        assert self.deployment is not None
+        if SCHEDULED_FUNCTION in self.deployment.functions:
+            self._scheduled = scheduled
+            self._scheduled_deps = scheduled.Dependencies(
+                dynamodb=client("dynamodb"),
+                cognito=client("cognito-idp"),
+                secrets=client("secretsmanager"),
+                transport=alerts.urllib_transport,
+                sleep=time.sleep,
+                clock=time.monotonic,
+                wall=self.lambda_clock,
+                environ=self.deployment.functions[SCHEDULED_FUNCTION].env,
+            )
 
     def _invoke(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         dep = self.deployment
         assert dep is not None and self._handler is not None
         ctx = LambdaContext(dep.function_timeout, dep.outputs.get("FunctionName", "local"))
         return self._handler.handle(event, ctx, self._deps)
+
+    def run_scheduled(self) -> Any:
+        """One run of the scheduled function (EventBridge's every-5-minutes call)."""
+        dep = self.deployment
+        if dep is None or self._scheduled is None:
+            raise RuntimeError("the template has no scheduled function")
+        function = dep.functions[SCHEDULED_FUNCTION]
+        ctx = LambdaContext(function.timeout, dep.outputs.get("ScheduledFunctionName", "local"))
+        event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+        return self._scheduled.handle(event, ctx, self._scheduled_deps)
+
+    def _every(self) -> None:
+        while not self._stopping.wait(self.schedule_seconds):
+            try:
+                self.run_scheduled()
+            except Exception as exc:  # noqa: BLE001 - a failed run is logged, the next one runs
+                print(f"[devstack] scheduled function failed: {exc!r}", file=sys.stderr)
 
     # -- what callers need ----------------------------------------------------
 

@@ -39,6 +39,7 @@ from typing import Any, Callable, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(REPO_ROOT, "lambda", "template.yaml")
 FUNCTION = "IngestFunction"
+SCHEDULED_FUNCTION = "ScheduledFunction"
 NO_VALUE = object()
 
 #: What each skipped resource type is, locally.
@@ -161,15 +162,24 @@ _FUNCTIONS: dict[str, Callable[[Resolver, Any], Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class LocalFunction:
+    """One function of the template: its handler, resolved environment and timeout."""
+
+    name: str
+    handler: str
+    env: dict[str, str]
+    timeout: float
+
+
 @dataclass
 class LocalDeployment:
-    """What `deploy` made: the stack's outputs, the function's environment, the ids."""
+    """What `deploy` made: the stack's outputs, the functions' environments, the ids."""
 
     stack: str
     region: str
     outputs: dict[str, str]
-    function_env: dict[str, str]
-    function_timeout: float
+    functions: dict[str, LocalFunction]
     refs: dict[str, Any]
     created: list[str]
     skipped: dict[str, str]
@@ -178,6 +188,15 @@ class LocalDeployment:
     @property
     def bucket(self) -> str:
         return self.outputs["BucketName"]
+
+    @property
+    def function_env(self) -> dict[str, str]:
+        """The ingest function's environment (the one behind the API)."""
+        return self.functions[FUNCTION].env
+
+    @property
+    def function_timeout(self) -> float:
+        return self.functions[FUNCTION].timeout
 
 
 def deploy(
@@ -229,8 +248,17 @@ def deploy(
         props = resolver.value(spec.get("Properties", {}))
         maker(moto, name, props, resolver, stack)
         created.append(f"{name} ({kind})")
-    function = resources[FUNCTION]["Properties"]
-    env = resolver.value(function.get("Environment", {}).get("Variables", {}))
+    functions = {}
+    for name, spec in resources.items():
+        if spec["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            props = spec["Properties"]
+            env = resolver.value(props.get("Environment", {}).get("Variables", {}))
+            functions[name] = LocalFunction(
+                name=name,
+                handler=str(props.get("Handler", "")),
+                env={k: str(v) for k, v in env.items()},
+                timeout=float(props.get("Timeout", 3)),
+            )
     outputs = {k: str(resolver.value(v["Value"])) for k, v in template.get("Outputs", {}).items()}
     outputs["EndpointUrl"] = endpoint_url  # the local gateway stands for the stage URL
     _record_stack(moto, stack, outputs)
@@ -238,8 +266,7 @@ def deploy(
         stack=stack,
         region=moto.region,
         outputs=outputs,
-        function_env={k: str(v) for k, v in env.items()},
-        function_timeout=float(function.get("Timeout", 3)),
+        functions=functions,
         refs=dict(resolver.refs),
         created=created,
         skipped=skipped,
@@ -368,7 +395,9 @@ def _bucket(moto: Any, name: str, p: dict[str, Any], r: Resolver, stack: str) ->
 
 
 def _secret(moto: Any, name: str, p: dict[str, Any], r: Resolver, stack: str) -> None:
-    args = {"Name": p.get("Name") or f"{stack}/{name}", "SecretString": str(p["SecretString"])}
+    # Without a Name CloudFormation makes one up from the logical id and a random suffix.
+    default = f"{name}-{secrets.token_hex(6)}"
+    args = {"Name": p.get("Name") or default, "SecretString": str(p["SecretString"])}
     if p.get("Description"):
         args["Description"] = p["Description"]
     arn = moto.client("secretsmanager").create_secret(**args)["ARN"]
@@ -378,7 +407,8 @@ def _secret(moto: Any, name: str, p: dict[str, Any], r: Resolver, stack: str) ->
 
 def _table(moto: Any, name: str, p: dict[str, Any], r: Resolver, stack: str) -> None:
     args = {
-        "TableName": p.get("TableName") or f"{stack}-{name}",
+        # Without a TableName CloudFormation makes one up: STACK-NAME-RANDOM.
+        "TableName": p.get("TableName") or f"{stack}-{name}-{secrets.token_hex(6).upper()}",
         "AttributeDefinitions": p["AttributeDefinitions"],
         "KeySchema": p["KeySchema"],
         "BillingMode": p.get("BillingMode", "PAY_PER_REQUEST"),
@@ -413,4 +443,13 @@ def _record_stack(moto: Any, stack: str, outputs: dict[str, str]) -> None:
         },
         "Outputs": {k: {"Value": v} for k, v in outputs.items()},
     }
-    moto.client("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(body))
+    cf = moto.client("cloudformation")
+    # moto's state is per process: a stack of this name from an earlier LocalStack in the
+    # same process (tests) is replaced, as a redeploy would replace its outputs.
+    if any(
+        s["StackName"] == stack
+        for s in cf.list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    ):
+        cf.delete_stack(StackName=stack)
+    cf.create_stack(StackName=stack, TemplateBody=json.dumps(body))
