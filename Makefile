@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-dates lint format bench demo devstack clean
+.PHONY: test test-dates lint format bench demo demo-alerts devstack clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(VENV)/.installed: $(BIN)/python setup.cfg setup.py
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Only the fault-injection suite (tests/reliability/): the whole chain, counted on the
+# archive. `make test` runs it too.
+.PHONY: test-reliability
+test-reliability: $(VENV)/.installed
+	$(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 
 # The suite again with the clock at a year end and at a leap day (libfaketime,
 # ticking from there; child processes continue the parent's clock). The suites
@@ -42,6 +48,10 @@ bench: $(VENV)/.installed
 # The whole pipeline on this machine (devstack/demo.py), then everything stopped.
 demo: $(VENV)/.installed
 	$(BIN)/python -m devstack.demo $(DEMO_ARGS)
+
+# The demo, then the alert story: a digest, a silent device and its return (about 30 s).
+demo-alerts: $(VENV)/.installed
+	$(BIN)/python -m devstack.demo --alerts $(DEMO_ARGS)
 
 # The local stack (moto, SigV4 gateway, the Lambda, a Slack sink) until Ctrl-C.
 devstack: $(VENV)/.installed

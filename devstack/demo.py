@@ -1,6 +1,6 @@
 """`make demo`: the whole pipeline on this machine, step by step, then everything stopped.
 
-    python -m devstack.demo [--device-id ID] [--keep] [--no-rsyslog]
+    python -m devstack.demo [--device-id ID] [--keep] [--no-rsyslog] [--alerts]
 
 1. the local stack (moto, the identity pool, the SigV4 gateway, the real
    Lambda handler, a Slack sink), deployed from lambda/template.yaml;
@@ -51,6 +51,30 @@ from devstack.template import REPO_ROOT
 SNIPPET = os.path.join(REPO_ROOT, "rsyslog.d", "60-omprog-forwarder.conf")
 DEPLOY_MD = os.path.join(REPO_ROOT, "docs", "DEPLOY.md")
 DEMO_QUERY = "Errors per device per day"
+#: (severity, app, message) of the demo's lines; the app decides the facility.
+FIRST_LINES = [
+    ("info", "demo", "hello from the omprog-forwarder demo"),
+    ("notice", "dhcpcd", "wlan0: leased 192.0.2.7 for 86400 seconds"),
+    ("warning", "demo", "disk 81% full <!channel>"),
+    ("err", "demo", "sensor read failed: I/O error"),
+]
+FACILITY = {"dhcpcd": "daemon"}
+SEVERITY = {"crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6}
+
+
+class Warp:
+    """The functions' wall clock: real time plus an offset the alert story moves ahead."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 WAIT_SECONDS = 60.0
 
 
@@ -67,7 +91,9 @@ def forwarder_command() -> list[str]:
 
 
 class Demo:
-    def __init__(self, device_id: str, use_rsyslog: bool, out: Any = None) -> None:
+    def __init__(
+        self, device_id: str, use_rsyslog: bool, out: Any = None, alerts: bool = False
+    ) -> None:
         self.device_id = device_id
         self.out = out or sys.stdout
         self.rsyslogd = shutil.which("rsyslogd") if use_rsyslog else None
@@ -79,8 +105,10 @@ class Demo:
         self.stack: Optional[LocalStack] = None
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[str] = []
+        self.story = alerts
+        self.warp = Warp()
         self.step_no = 0
-        self.steps = 8 if self.rsyslogd else 7
+        self.steps = (8 if self.rsyslogd else 7) + (4 if alerts else 0)
         self.started = time.monotonic()
 
     # -- output ---------------------------------------------------------------
@@ -161,7 +189,7 @@ class Demo:
         with self.step(
             "starting the local stack (moto, identity pool, SigV4 gateway, Lambda, Slack sink)"
         ):
-            self.stack = LocalStack(on_alert=self.alerts.append).start()
+            self.stack = LocalStack(on_alert=self.alerts.append, lambda_clock=self.warp).start()
         with self.step(f"provisioning device {self.device_id} (omprog-forwarder provision)"):
             env = {**self.device_env(), **self.stack.operator_environ()}
             self.cli(
@@ -198,6 +226,91 @@ class Demo:
             sections = self.results()
         for title, body in sections:
             self.section(title, body)
+        if self.story:
+            self.alert_story()
+
+    def send(self, lines: list[tuple[str, str, str]]) -> None:
+        """The lines into the pipeline: through rsyslogd with logger, or `run` directly."""
+        if self.rsyslogd:
+            if not self.logger:
+                raise StepFailed("logger is not installed (apt-get install bsdutils)")
+            for severity, app, msg in lines:
+                prio = f"{FACILITY.get(app, 'user')}.{severity}"
+                subprocess.run(
+                    [self.logger, "-u", self.socket, "-t", app, "-p", prio, msg],
+                    check=True,
+                    timeout=10,
+                )
+            return
+        now = datetime.datetime.now(datetime.timezone.utc).astimezone()
+        records = [
+            json.dumps(
+                {
+                    "ts": now.isoformat(),
+                    "host": "demo",
+                    "facility": FACILITY.get(app, "user"),
+                    "severity": SEVERITY[severity],
+                    "app": app,
+                    "pid": str(os.getpid()),
+                    "msg": " " + msg,
+                    "uuid": uuid.uuid4().hex.upper(),
+                },
+                separators=(",", ":"),
+            )
+            for severity, app, msg in lines
+        ]
+        proc = subprocess.run(
+            [*forwarder_command(), "run", "--config", self.conf],
+            input="".join(x + "\n" for x in records).encode(),
+            capture_output=True,
+            env=self.device_env(),
+            timeout=60,
+        )
+        replies = proc.stdout.decode().split()
+        if proc.returncode != 0 or replies != ["OK"] * (len(records) + 1):
+            raise StepFailed(f"run answered {replies}: {proc.stderr.decode()[-2000:]}")
+
+    def alert_story(self) -> None:
+        """Storm control and silence, with the functions' clock moved ahead between acts."""
+        assert self.stack is not None
+        shown = len(self.alerts)
+
+        def new_messages() -> str:
+            nonlocal shown
+            fresh, shown = self.alerts[shown:], len(self.alerts)
+            return "\n\n".join(render(a) for a in fresh) or "(no message)"
+
+        with self.step("three more errors within the cool-down: archived, folded into a digest"):
+            keys = len(self.archived_keys())
+            self.send(
+                [
+                    ("err", "demo", "sensor read failed: I/O error"),
+                    ("err", "demo", "sensor read failed: I/O error"),
+                    ("crit", "kernel", "mmc0: card removed"),
+                ]
+            )
+            self.wait_for("archived batch", lambda: len(self.archived_keys()) > keys)
+            time.sleep(0.5)
+        self.section("Slack after those three errors", new_messages())
+        with self.step("11 minutes later (the functions' clock moved on): the digest"):
+            self.warp.advance(11 * 60)
+            self.stack.run_scheduled()
+            self.wait_for("digest", lambda: len(self.alerts) > shown)
+        self.section("the digest", new_messages())
+        with self.step(f"35 minutes without a line from {self.device_id}: reported silent"):
+            self.warp.advance(35 * 60)
+            self.stack.run_scheduled()
+            self.wait_for("silent alert", lambda: len(self.alerts) > shown)
+        self.section("silent", new_messages())
+        with self.step(f"2 minutes later {self.device_id} logs an error again: alert, then back"):
+            self.warp.advance(2 * 60)
+            keys = len(self.archived_keys())
+            self.send([("err", "demo", "sensor read failed again")])
+            self.wait_for("archived batch", lambda: len(self.archived_keys()) > keys)
+            self.wait_for("alert", lambda: len(self.alerts) > shown)
+            self.stack.run_scheduled()
+            self.wait_for("back alert", lambda: len(self.alerts) > shown + 1)
+        self.section("the new alert, then back", new_messages())
 
     def write_rsyslog_conf(self) -> None:
         """The project's snippet with its paths substituted, and a main config around it."""
@@ -256,60 +369,14 @@ class Demo:
             self.procs.append(proc)
             self.wait_for("rsyslog socket", lambda: os.path.exists(self.socket), 15)
         with self.step("sending lines with logger (one of them user.err)"):
-            if not self.logger:
-                raise StepFailed("logger is not installed (apt-get install bsdutils)")
-            lines = [
-                ("user.info", "demo: hello from the omprog-forwarder demo"),
-                ("daemon.notice", "dhcpcd: wlan0: leased 192.0.2.7 for 86400 seconds"),
-                ("user.warning", "demo: disk 81% full <!channel>"),
-                ("user.err", "demo: sensor read failed: I/O error"),
-            ]
-            for prio, text in lines:
-                tag, msg = text.split(": ", 1)
-                subprocess.run(
-                    [self.logger, "-u", self.socket, "-t", tag, "-p", prio, msg],
-                    check=True,
-                    timeout=10,
-                )
+            self.send(FIRST_LINES)
         with self.step("waiting for the urgent seal, the ship, the archive and the alert"):
             self.wait_for("archived batch", lambda: bool(self.archived_keys()))
             self.wait_for("Slack alert", lambda: bool(self.alerts))
 
     def run_without_rsyslog(self) -> None:
         with self.step("feeding omprog-forwarder run over stdin (the omprog protocol)"):
-            now = datetime.datetime.now(datetime.timezone.utc).astimezone()
-            lines = []
-            for severity, app, msg in (
-                (6, "demo", "hello from the omprog-forwarder demo"),
-                (5, "dhcpcd", "wlan0: leased 192.0.2.7 for 86400 seconds"),
-                (4, "demo", "disk 81% full <!channel>"),
-                (3, "demo", "sensor read failed: I/O error"),
-            ):
-                lines.append(
-                    json.dumps(
-                        {
-                            "ts": now.isoformat(),
-                            "host": "demo",
-                            "facility": "user",
-                            "severity": severity,
-                            "app": app,
-                            "pid": str(os.getpid()),
-                            "msg": " " + msg,
-                            "uuid": uuid.uuid4().hex.upper(),
-                        },
-                        separators=(",", ":"),
-                    )
-                )
-            proc = subprocess.run(
-                [*forwarder_command(), "run", "--config", self.conf],
-                input="".join(x + "\n" for x in lines).encode(),
-                capture_output=True,
-                env=self.device_env(),
-                timeout=60,
-            )
-            replies = proc.stdout.decode().split()
-            if proc.returncode != 0 or replies != ["OK"] * (len(lines) + 1):
-                raise StepFailed(f"run answered {replies}: {proc.stderr.decode()[-2000:]}")
+            self.send(FIRST_LINES)
         with self.step("waiting for the ship, the archive and the alert"):
             self.wait_for("archived batch", lambda: bool(self.archived_keys()))
             self.wait_for("Slack alert", lambda: bool(self.alerts))
@@ -407,10 +474,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--no-rsyslog", action="store_true", help="skip rsyslogd even if installed")
     parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help="then the alert story: a digest, a silent device and its return",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (its path is printed)"
     )
     args = parser.parse_args(argv)
-    demo = Demo(args.device_id, use_rsyslog=not args.no_rsyslog)
+    demo = Demo(args.device_id, use_rsyslog=not args.no_rsyslog, alerts=args.alerts)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

@@ -120,3 +120,18 @@ def test_ctrl_c_stops_everything_it_started() -> None:
     assert proc.returncode == 130, err
     assert "interrupted during:" in err
     assert_left_nothing(seen + rest)
+
+
+def test_the_alert_story_shows_a_digest_a_silent_device_and_its_return() -> None:
+    """make demo-alerts (here without rsyslogd, which only adds the urgent seals' 10 s)."""
+    proc = demo("--alerts", "--no-rsyslog")
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert_showed_the_pipeline(out, 11)
+    story = out[out.index("[7/11]") :]
+    assert "--- Slack after those three errors\n(no message)" in story, "folded, not posted"
+    assert "== Digest: 3 err+ lines from pi-0001 ==" in story
+    assert "By severity crit 1, err 2" in story
+    assert re.search(r"== pi-0001 has sent nothing for \d+ min ==", story)
+    assert re.search(r"== pi-0001 is back after \d+ min ==", story)
+    assert_left_nothing(out)
