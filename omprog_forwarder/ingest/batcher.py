@@ -45,6 +45,8 @@ _CUSTOM_SEVERITY_RE = re.compile(
 _SEVERITY_BYTES = {name.encode(): num for name, num in SEVERITY_BY_NAME.items()}
 COUNTER_FLUSH_SECONDS = 10.0
 USAGE_RESCAN_SECONDS = 1.0
+#: While lines are refused (spool or disk full), how often to make sure a shipper runs.
+MAKE_ROOM_SECONDS = 10.0
 
 
 def line_severity(line: bytes) -> Optional[int]:
@@ -94,6 +96,7 @@ class Batcher:
         self.uncommitted = 0
         self.urgent_due: Optional[float] = None
         self.last_urgent_seal = -math.inf
+        self.room_asked_at = -math.inf
         self.recent = RecentSet(cfg.dedup_window)
         self.counters: collections.Counter[str] = collections.Counter()
         self.counters_flushed_at = clock()
@@ -160,6 +163,22 @@ class Batcher:
             self._count("adopted_lines", batch.lines)
         return len(adopted)
 
+    def _make_room(self, now: float) -> None:
+        """A line is being refused: see that a shipper runs to empty ready/.
+
+        The shipper is started at seals, and a full spool seals nothing. Once
+        the shipper that was running has given up (its ship_max_seconds spent
+        in an outage), nothing would ever drain ready/ again: the refusals
+        would go on after the API is back, and rsyslog's queue would fill up
+        until rsyslog drops lines. At most every MAKE_ROOM_SECONDS, and only
+        when there is something in ready/ to send.
+        """
+        if now - self.room_asked_at < MAKE_ROOM_SECONDS:
+            return
+        self.room_asked_at = now
+        if self.spool.ready_batches():
+            self.launcher.start()
+
     def flush_counters(self) -> None:
         if self.counters:
             try:
@@ -212,6 +231,7 @@ class Batcher:
                 usage,
                 self.cfg.max_spool_bytes,
             )
+            self._make_room(now)
             raise SpoolFullError(
                 f"spool full ({usage} of max_spool_bytes {self.cfg.max_spool_bytes}); retry later"
             )
@@ -223,6 +243,7 @@ class Batcher:
                 raise
             self._count("refused_disk_full")
             log.warning("disk full writing the spool: %s", exc)
+            self._make_room(now)
             raise DiskFullError(f"spool disk full ({exc.strerror}); retry later") from None
         self.usage_added += len(record)
         if self.in_tx:
