@@ -11,7 +11,11 @@ that
   API Gateway's wording for each refusal (tests match on it);
 * can be told to answer a scripted sequence first (`enqueue`): any status
   with headers and body (`Reply`, `too_many(retry_after)`, `EXPIRED_TOKEN`,
-  ...), `Hang()` (read the request, never answer) or `Reset()` (TCP RST);
+  ...), `Hang()` (read the request, never answer), `Reset()` (TCP RST),
+  `CompleteThenReset()` (verify and run the handler, then reset instead of
+  answering: the work is done and the answer lost; a request refused before
+  the handler is answered as usual) or `Proceed()` (handle this one
+  normally: a gap in a script);
 * builds the Lambda proxy event (payload format 1.0, with
   `requestContext.identity` filled from the caller's record, section 4) and
   hands it to `on_request(event) -> (status, headers, body)`: the default
@@ -97,7 +101,18 @@ class Reset:
     """Read the request, then reset the connection (RST, no answer)."""
 
 
-Action = Union[Reply, Hang, Reset]
+@dataclass(frozen=True)
+class CompleteThenReset:
+    """Handle the request in full (the Lambda archives the batch), then reset the
+    connection instead of answering: the device never learns it succeeded."""
+
+
+@dataclass(frozen=True)
+class Proceed:
+    """Handle the request normally (a gap in a scripted sequence)."""
+
+
+Action = Union[Reply, Hang, Reset, CompleteThenReset, Proceed]
 
 
 def reply_json(status: int, obj: Any, headers: Optional[Mapping[str, str]] = None) -> Reply:
@@ -132,7 +147,9 @@ class Received:
     body_bytes: int
     header_bytes: int
     status: int
-    outcome: str  # "accepted", "scripted", "hang", "reset" or the refusal message
+    # "accepted", "scripted", "hang", "reset", "complete-reset" (the handler's
+    # status, answer never sent) or the refusal message
+    outcome: str
     payload: Optional[dict[str, Any]] = None
     event: Optional[dict[str, Any]] = None
 
@@ -370,6 +387,11 @@ class Gateway:
         with self.lock:
             self._script.extend(actions)
 
+    def clear_script(self) -> None:
+        """Forget the scripted answers not used yet."""
+        with self.lock:
+            self._script.clear()
+
     def _next_action(self) -> Optional[Action]:
         with self.lock:
             return self._script.pop(0) if self._script else None
@@ -583,8 +605,18 @@ def _handler_for(gw: Gateway) -> type[BaseHTTPRequestHandler]:
                 logs = payload.pop("logs", None)
                 payload["lines"] = len(logs) if isinstance(logs, list) else None
             outcome = "accepted" if 200 <= out_status < 300 else "refused by handler"
+            if isinstance(action, CompleteThenReset):
+                self._record(out_status, "complete-reset", body, header_bytes, payload, event)
+                return self._reset()
             self._record(out_status, outcome, body, header_bytes, payload, event)
             self._send(out_status, out_headers, out_body)
+
+        def _reset(self) -> None:
+            """Close with a TCP RST (SO_LINGER 0), as `Reset` does, after the handler ran."""
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.rfile.close()  # wfile holds no reference: this closes the socket
+            self.connection.close()
 
         def _refuse(self, status: int, message: str, body: bytes, header_bytes: int) -> None:
             self._record(status, message, body, header_bytes)
