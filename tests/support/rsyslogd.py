@@ -62,6 +62,7 @@ class Rsyslogd:
         overrides: Optional[Mapping[str, str]] = None,
         env: Optional[Mapping[str, str]] = None,
         internal_log: bool = True,
+        tee_file: Optional[str] = None,
     ) -> None:
         if RSYSLOGD is None:
             raise RuntimeError("rsyslogd is not installed")
@@ -92,6 +93,14 @@ class Rsyslogd:
                 f'if $programname == "rsyslogd" then action(type="omfile" '
                 f'file="{self.internal_log}")'
             )
+        if tee_file:
+            # What rsyslog accepted, written from its main ruleset (not the
+            # omprog action's queue): the reliability suite's independent record.
+            head += [
+                'template(name="TestTee" type="string" string="%msg%\\n")',
+                f'if $programname == "fwdtest" then action(type="omfile" file="{tee_file}" '
+                'template="TestTee")',
+            ]
         with open(self.conf_path, "w", encoding="utf-8") as fh:
             fh.write("\n".join(head) + "\n" + body)
         self.env = dict(os.environ)
