@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import alerts
@@ -21,6 +19,8 @@ import handler
 import identity
 import pytest
 from support.clock import FakeClock
+
+from devstack.slack import SlackSink
 
 BUCKET = "omprog-test-logs"
 DEVICE = "pi-kitchen-01"
@@ -119,53 +119,11 @@ def cognito(_aws_world: AwsWorld) -> CognitoSetup:
     return _aws_world.cognito
 
 
-@dataclass
-class SlackSink:
-    """A loopback stand-in for a Slack incoming webhook: records posts, answers from a script."""
-
-    url: str
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [r["json"] for r in self.requests]
-
-
 @pytest.fixture
 def slack() -> Iterator[SlackSink]:
-    sink = SlackSink(url="")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            length = int(self.headers.get("Content-Length", "0"))
-            data = self.rfile.read(length)
-            with lock:
-                sink.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(data)}
-                )
-                status, headers, body = sink.script.pop(0) if sink.script else (200, {}, b"ok")
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    sink.url = f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX"
-    try:
+    """devstack's loopback Slack webhook: records posts, answers from `script`, then `ok`."""
+    with SlackSink() as sink:
         yield sink
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

@@ -207,11 +207,14 @@ def send(
     )
 
 
+from devstack.slack import WEBHOOK_PATH  # noqa: E402
+
+
 def test_sent_to_a_loopback_webhook(slack: Any, clock: Any) -> None:
     result = send(slack.url, clock)
     assert (result.status, result.attempts, result.http_status) == ("sent", 1, 200)
     (posted,) = slack.requests
-    assert posted["path"] == "/services/T000/B000/XXXX"
+    assert posted["path"] == WEBHOOK_PATH
     assert posted["headers"]["Content-Type"].startswith("application/json")
     assert posted["json"]["blocks"][0]["type"] == "header"
 
