@@ -151,7 +151,6 @@ def test_a_device_body_is_read_back_whole_by_the_lambda() -> None:
 
 def test_the_outputs_provision_reads_are_the_templates() -> None:
     from devstack.template import load_template
-
     from omprog_forwarder.admin.stack import OUTPUTS
 
     outputs = load_template()["Outputs"]

@@ -13,7 +13,6 @@ import secrets
 from typing import Any
 
 from devstack.template import deploy, load_template
-
 from omprog_forwarder.admin.stack import Deployment
 
 REGION = "eu-west-1"
