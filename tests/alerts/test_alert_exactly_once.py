@@ -15,7 +15,7 @@ import delivery
 import parsing
 import pytest
 import state
-from conftest import World, err_line
+from support.alert_world import World, err_line
 from support.alerting import AtomicRequests, kind_of, tally
 
 COOLDOWN = 600

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import World, info_line
+from support.alert_world import World, info_line
 from support.alerting import kind_of, named_devices
 
 RUN = 300

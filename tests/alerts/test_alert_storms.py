@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from conftest import World, err_line, info_line
+from support.alert_world import World, err_line, info_line
 from support.alerting import entries, kind_of, named_devices, slack_problems, tally
 
 SCHEDULE = 300
