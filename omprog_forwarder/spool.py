@@ -72,6 +72,7 @@ ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 BATCH_ID_RE = re.compile(ID_PATTERN + r"\Z", re.ASCII)
 _BATCH_NAME_RE = re.compile(r"(?P<id>" + ID_PATTERN + r")\+(?P<lines>\d+)\.batch\Z", re.ASCII)
 _WINDOW_RE = re.compile(r"^(\d{8}T\d{6}Z)-")
+_TEMP_NAME_RE = re.compile(r"\.tmp-(?P<pid>\d{1,10})-[0-9a-f]+\Z")
 _SEG_NAME_RE = re.compile(r"^\d{8}T\d{6}Z-(?P<pid>\d{1,10})-[0-9a-f]+\.seg(?:\.new)?$")
 _HEX = b"0123456789abcdef"
 SEGMENT_INITIAL_BYTES = 1024 * 1024
@@ -414,6 +415,29 @@ class Spool:
             finally:
                 os.close(fd)
 
+    def remove_stale_temps(self) -> int:
+        """Remove `NAME.tmp-PID-RAND` files of write_file_atomic whose writer died.
+
+        Such a file is a write that never reached its rename: nothing refers to it
+        and it is never shipped, but it counts toward max_spool_bytes. Only files
+        whose writer (the pid in the name) no longer runs are touched.
+        """
+        removed = 0
+        for folder in (self.ready_dir, self.dead_dir, self.state_dir):
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                m = _TEMP_NAME_RE.search(name)
+                if m is None or _pid_alive(int(m.group("pid"))):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                    log.info("removed %s, left by a write that never finished", name)
+        return removed
+
     def adopt_orphans(self) -> list[Batch]:
         """Seal the segments whose owner died (their flock is free).
 
@@ -423,6 +447,7 @@ class Spool:
         file must not stop ingest.
         """
         self._remove_stillborn()
+        self.remove_stale_temps()
         sealed = []
         for path in self.open_segments():
             try:

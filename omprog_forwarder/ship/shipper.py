@@ -463,6 +463,7 @@ def run_ship(cfg: Config, **deps: Any) -> int:
     """The `ship` command. `deps` are Shipper's injectable side effects (tests, bench)."""
     check_config(cfg, need_cognito=deps.get("auth") is None)
     spool = Spool(cfg.spool_dir).create()
+    spool.remove_stale_temps()
     code = EXIT_OK
     for _ in range(RELIST_ROUNDS):
         with ship_lock(spool) as mine:

@@ -306,3 +306,27 @@ def test_an_unreadable_orphan_segment_does_not_stop_adoption(tmp_path):
         fh.write(encode_record(b"kept"))
     batches = spool.adopt_orphans()
     assert [b.read_lines() for b in batches] == [[b"kept"]]
+
+
+def test_a_temp_file_of_a_dead_writer_is_removed_and_a_live_ones_kept(tmp_path):
+    """write_file_atomic's `NAME.tmp-PID-RAND` never renamed (a crash mid-write) counts
+    toward max_spool_bytes; a later adoption removes it when its writer is gone."""
+    spool = Spool(str(tmp_path / "spool")).create()
+    dead_pid, me = _spawned_and_reaped(), os.getpid()
+    stale = [
+        os.path.join(
+            spool.ready_dir, f"20261126T231000Z-0000000000000001+3.batch.tmp-{dead_pid}-abc123"
+        ),
+        os.path.join(spool.state_dir, f"ship.json.tmp-{dead_pid}-0a0b0c"),
+    ]
+    live = os.path.join(
+        spool.ready_dir, f"20261126T231000Z-0000000000000002+1.batch.tmp-{me}-def456"
+    )
+    for path in [*stale, live]:
+        with open(path, "wb") as fh:
+            fh.write(b"x" * 100)
+    before = spool.usage()
+    spool.adopt_orphans()
+    assert [os.path.exists(p) for p in stale] == [False, False]
+    assert os.path.exists(live)
+    assert spool.usage() == before - 100  # the ready/ one counted; state/ never does
