@@ -55,7 +55,7 @@ import re
 import time
 import zlib
 from collections.abc import Iterator
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from omprog_forwarder.errors import SpoolError
 
@@ -438,20 +438,25 @@ class Spool:
                     log.info("removed %s, left by a write that never finished", name)
         return removed
 
-    def adopt_orphans(self) -> list[Batch]:
+    def adopt_orphans(
+        self, on_lines: Optional[Callable[[list[bytes]], None]] = None
+    ) -> list[Batch]:
         """Seal the segments whose owner died (their flock is free).
 
         A torn last record is cut first. Lines a dead instance answered
         DEFER_COMMIT are kept: rsyslog 8.2302 never resends them. A segment
         that cannot be read is logged and left for the operator: one bad
-        file must not stop ingest.
+        file must not stop ingest. `on_lines` sees each segment's intact lines
+        before it is sealed: once in ready/ a shipper may send and delete it at
+        once, and the adopting instance must still know them (they are the
+        ones rsyslog resends after the crash).
         """
         self._remove_stillborn()
         self.remove_stale_temps()
         sealed = []
         for path in self.open_segments():
             try:
-                batch = self._adopt_one(path)
+                batch = self._adopt_one(path, on_lines)
             except OSError as exc:
                 log.error("cannot adopt %s (left in place): %s", path, exc)
                 continue
@@ -459,7 +464,9 @@ class Spool:
                 sealed.append(batch)
         return sealed
 
-    def _adopt_one(self, path: str) -> Optional[Batch]:
+    def _adopt_one(
+        self, path: str, on_lines: Optional[Callable[[list[bytes]], None]] = None
+    ) -> Optional[Batch]:
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
@@ -476,6 +483,8 @@ class Spool:
             os.close(fd)
             raise
         lines, good = decode_records(data)
+        if on_lines is not None and lines:
+            on_lines(lines)
         if data[good:].strip(b"\0"):
             log.warning(
                 "recovered %s: cut a torn tail of %d bytes after %d intact lines",

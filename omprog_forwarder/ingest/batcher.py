@@ -106,9 +106,12 @@ class Batcher:
         self.launcher = launcher or ShipperLauncher(cfg, spool)
         self.launcher.count = self._count
         self.stored: Optional[tuple[bytes, Optional[bytes], int, float]] = None
+        # The index first, then what dead instances left (their lines are the ones
+        # rsyslog resends, so they must be the newest in the index), and only then a
+        # shipper, which may delete an adopted batch the moment it is in ready/.
+        load_recent(spool, self.recent, self._count)
         if self._adopt_orphans():
             self.launcher.start()  # sealed batches to ship now, not at our first seal
-        load_recent(spool, self.recent, self._count)
 
     # -- helpers ------------------------------------------------------
 
@@ -156,12 +159,18 @@ class Batcher:
         return batch
 
     def _adopt_orphans(self) -> int:
-        """Seal dead instances' segments into ready/; how many there were."""
-        adopted = self.spool.adopt_orphans()
+        """Seal dead instances' segments into ready/ (their uuids into the dedup index
+        first); how many there were."""
+        adopted = self.spool.adopt_orphans(on_lines=self._remember)
         for batch in adopted:
             self._count("adopted_segments")
             self._count("adopted_lines", batch.lines)
         return len(adopted)
+
+    def _remember(self, lines: list[bytes]) -> None:
+        for uuid in map(line_uuid, lines):
+            if uuid is not None:
+                self.recent.add(uuid)
 
     def _make_room(self, now: float) -> None:
         """A line is being refused: see that a shipper runs to empty ready/.

@@ -15,11 +15,23 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.ingest_helpers import counters, json_line, make_rig, ready_lines, run_once, uuid_hex
+from support.clock import FakeClock
+from support.ingest_helpers import (
+    WINDOW_START,
+    LoopDrivenBatcher,
+    counters,
+    json_line,
+    make_rig,
+    ready_lines,
+    run_once,
+    uuid_hex,
+)
 
+from omprog_forwarder import config
 from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ingest.batcher import line_severity
 from omprog_forwarder.ingest.dedup import holds_uuid, line_uuid
+from omprog_forwarder.ingest.launcher import ShipperLauncher
 from omprog_forwarder.spool import Spool, encode_record
 
 U = "00D86F880BD84D4E8F21B1497FAB6951"
@@ -63,6 +75,44 @@ def test_a_line_in_a_dead_instances_segment_is_a_duplicate_after_adoption(tmp_pa
     assert rig.batcher.on_message(LINE, 0) == protocol.OK
     rig.batcher.on_eof()
     assert ready_lines(tmp_path / "spool") == [LINE]
+
+
+class ShipsAtOnce(ShipperLauncher):
+    """A shipper that sends and deletes everything in ready/ the moment it is started."""
+
+    def start(self) -> None:
+        for batch in self.spool.ready_batches():
+            self.spool.delete(batch)
+
+
+def test_a_dead_instances_lines_stay_known_when_a_shipper_deletes_them_at_once(
+    tmp_path: Path,
+) -> None:
+    """Found end to end (tests/reliability, kill -9 under load): the adopted batch was
+    shipped and deleted before the new instance had read it into its index, and the
+    in-flight batch rsyslog resent was archived twice."""
+    spool = Spool(str(tmp_path / "spool")).create()
+    (Path(spool.open_dir) / "20261126T230500Z-4242-0badf00d.seg").write_bytes(encode_record(LINE))
+    cfg = config.load(None, {"spool_dir": spool.root}, environ={})
+    batcher = LoopDrivenBatcher(
+        cfg, spool, ShipsAtOnce(cfg, spool), clock=FakeClock(1000.0), wall=FakeClock(WINDOW_START)
+    )
+    assert spool.ready_batches() == [], "the adopted batch was shipped at once"
+    assert batcher.on_message(LINE, 0) == protocol.OK
+    batcher.on_eof()
+    assert ready_lines(tmp_path / "spool") == [], "the resent line was not stored again"
+    assert counters(tmp_path / "spool")["duplicate_lines"] == 1
+
+
+def test_a_dead_instances_lines_are_the_newest_in_a_full_index(tmp_path: Path) -> None:
+    """The adopted uuids go in after the spool's older ones, so a full index keeps them."""
+    spool = Spool(str(tmp_path / "spool")).create()
+    older = [json_line("old", uuid=uuid_hex(1000 + n)) for n in range(50)]
+    spool.write_batch("20261126T230000Z-00000000000000a1", older)
+    (Path(spool.open_dir) / "20261126T230500Z-4242-0badf00d.seg").write_bytes(encode_record(LINE))
+    rig = make_rig(tmp_path / "spool", spool=spool, dedup_window="10")
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+    assert rig.batcher.counters["duplicate_lines"] == 1
 
 
 def test_a_line_sealed_in_ready_by_an_earlier_process_is_a_duplicate(tmp_path: Path) -> None:
