@@ -139,6 +139,7 @@ class Config(NamedTuple):
     password: str = ""
     device_id: str = ""
     ship_max_seconds: float = 240.0
+    request_timeout: float = 60.0
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback
         shown = {
@@ -174,6 +175,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "password": lambda t: t,
     "device_id": parse_device_id,
     "ship_max_seconds": _positive(parse_duration),
+    "request_timeout": _positive(parse_duration),
 }
 KEYS = Config._fields
 assert set(KEYS) == set(_PARSERS)

@@ -203,7 +203,9 @@ class Check:
     def check_api(self) -> str:
         from omprog_forwarder.ship.transport import Transport, build_body
 
-        transport = self._transport or Transport(self.cfg.endpoint_url, self.cfg.region)
+        transport = self._transport or Transport(
+            self.cfg.endpoint_url, self.cfg.region, timeout=(10.0, self.cfg.request_timeout)
+        )
         now = self.wall()
         stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat()
         body = build_body(self.cfg.effective_device_id(), f"check-{random_hex(8)}", stamp, [])

@@ -208,7 +208,7 @@ class Shipper:
         if transport is None:
             from omprog_forwarder.ship.transport import Transport
 
-            transport = Transport(cfg.endpoint_url, cfg.region)
+            transport = Transport(cfg.endpoint_url, cfg.region, timeout=(10.0, cfg.request_timeout))
         self.auth: Auth = auth
         self.transport: Sender = transport
         self.device_id = cfg.effective_device_id()

@@ -4,10 +4,11 @@ answers lost after the Lambda archived the batch; each line is still archived on
 The gateway answers a seeded random sequence of requests with those faults
 (`devstack.gateway.enqueue`; `Proceed` gaps between them), in the
 proportions the issue gives: about 30 % 503, 10 % hangs (longer than the
-shipper's 60 s read timeout), 5 % resets, 10 % 429 with `Retry-After`, 10 %
-`CompleteThenReset` (the handler runs, the answer never leaves). The device
-must resend what got no answer; the Lambda's conditional write makes the
-resend of an archived batch a duplicate that overwrites nothing.
+shipper's read timeout, `request_timeout`, set to 5 s here), 5 % resets,
+10 % 429 with `Retry-After`, 10 % `CompleteThenReset` (the handler runs, the
+answer never leaves). The device must resend what got no answer; the Lambda's
+conditional write makes the resend of an archived batch a duplicate that
+overwrites nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from support.reliability import MARKS, Holder, Streamer, archived_seqs, rng_for,
 from devstack.gateway import UNAVAILABLE, CompleteThenReset, Hang, Proceed, Reset, too_many
 
 pytestmark = MARKS
-READ_TIMEOUT = 60.0  # the shipper's (omprog_forwarder/ship/transport.py)
+#: The shipper's read timeout for this scenario (request_timeout; the default is 60 s):
+#: a hang past it costs the suite that long, twice.
+READ_TIMEOUT = 5.0
 
 
 def fault_script(rng, n: int) -> list:
@@ -47,7 +50,7 @@ def test_flaky_api_every_line_archived_once(stack, chain):
     script = fault_script(rng, 20)
     gw.enqueue(*script)
     first = len(gw.received)
-    dev = chain.device(window_seconds=2)
+    dev = chain.device(window_seconds=2, request_timeout=READ_TIMEOUT)
     pipe = chain.pipeline(dev).start()
     stream = Streamer(lambda: pipe.port, range(10_000), rate=500, chunk=50)
     stream.start()
