@@ -58,6 +58,12 @@ ERROR_TEXT_CHARS = 200
 # CPU (bench/bench_ship.py), and a device's uplink is scarcer than its CPU at
 # one batch per window.
 GZIP_LEVEL = 9
+# Z_FILTERED: deflate keeps only matches of 6 bytes or more. The JSON template's
+# random 128-bit uuid (32 hex digits a line) is cheaper as Huffman-coded literals
+# than as the 3-5 byte chance matches the default strategy finds in it: bodies are
+# 4-6 % smaller at 300+ lines, at the same CPU, and plain text comes out the same
+# (bench/bench_ship.py). An encoder setting only: the body inflates to the same bytes.
+GZIP_STRATEGY = zlib.Z_FILTERED
 _CHUNK_LINES = 2048
 # API Gateway's wording (also botocore issue #149): "Signature expired: X is now
 # earlier than Y (Z - 5 min.)" and "Signature not yet current: X is still later
@@ -97,7 +103,8 @@ def build_body(
     produced and compressed in slices so a 4 MiB batch never exists as one
     big string next to its encoded copy.
     """
-    comp = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip container, mtime 0
+    # wbits 31: gzip container, mtime 0; memLevel 8 is zlib's default.
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31, 8, GZIP_STRATEGY)
     head = json.dumps(
         dict(zip(BODY_KEYS[:3], (device_id, batch_id, timestamp))),
         ensure_ascii=False,

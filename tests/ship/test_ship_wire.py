@@ -50,6 +50,23 @@ def test_body_is_gzip_of_the_documented_json_with_line_bytes_preserved():
     assert body.json_bytes == len(gzip.decompress(body.data))
 
 
+def test_body_inflates_to_exactly_the_compact_json_the_lambda_reads():
+    """Encoder settings (level, strategy) may change; the inflated bytes may not."""
+    lines = TRICKY_LINES + fixture_lines()
+    body = build_body("dev-1", "20261126T231000Z-1a2b3c4d5e6f7a8b", "2026-11-26T23:10:00Z", lines)
+    expected = json.dumps(
+        {
+            "device_id": "dev-1",
+            "batch_id": "20261126T231000Z-1a2b3c4d5e6f7a8b",
+            "timestamp": "2026-11-26T23:10:00Z",
+            "logs": [x.decode("utf-8") for x in lines],
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+    assert gzip.decompress(body.data) == expected
+
+
 def test_invalid_utf8_becomes_replacement_characters_and_is_counted():
     lines = [b"ok", b"latin-1 caf\xe9", b"\xff\xfe", b"cut \xe6\x97", b"surrogate \xed\xa0\x80"]
     body = build_body("d", "b", "t", lines)
