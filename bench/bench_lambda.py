@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python bench/bench_lambda.py            # full run (about 30 s on 2 cores)
     .venv/bin/python bench/bench_lambda.py --quick    # smaller, for a smoke test
+    .venv/bin/python bench/bench_lambda.py --json FILE  # also write the results as JSON
 
 1. **Throughput.** One 100 000-line corpus of mixed formats (the project's
    JSON template, the how-to's CustomLogFormat with ``T`` and with a space,
@@ -386,11 +387,13 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k lines, 3 rounds, 4 MiB batch")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
+    started = time.monotonic()
     n, rounds, cap = (10_000, 3, 4 * 2**20) if args.quick else (100_000, 7, 32 * 2**20)
     print(f"machine: {machine()}")
     t = throughput(n, rounds)
@@ -425,6 +428,16 @@ def main() -> None:
         f"{(m['maxrss_after'] - m['maxrss_idle']) / mib:.0f} MiB over the idle interpreter "
         f"with the function imported ({m['maxrss_idle'] / mib:.0f} MiB), event included"
     )
+    if args.json:
+        result = {
+            "quick": args.quick,
+            "cap_bytes": cap,
+            "throughput": t,
+            "memory": m,
+            "wall_s": time.monotonic() - started,
+        }
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
 
 
 if __name__ == "__main__":

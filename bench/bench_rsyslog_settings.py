@@ -8,7 +8,7 @@ lost and what was duplicated in the sealed batches:
            then started again and fed more lines
   kill     the forwarder SIGKILLed mid-stream, rsyslog restarts it
 
-    .venv/bin/python bench/bench_rsyslog_settings.py [--lines 20000]
+    .venv/bin/python bench/bench_rsyslog_settings.py [--quick] [--lines 20000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -103,21 +103,47 @@ def scenario_kill(tmp: str, n: int, overrides: dict[str, str]) -> dict[str, int]
     return verdict(spool_dir, n)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (bench/run_all.py stopping us) unwinds like Ctrl-C: every `with` stops
+    the rsyslogd and programs it started."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lines", type=int, default=20000)
-    ap.add_argument("--batch-sizes", default="1,128,1024")
+    ap.add_argument("--quick", action="store_true", help="the shipped setting only, 5000 lines")
+    ap.add_argument("--lines", type=int, help="lines per case (default 20000)")
+    ap.add_argument("--batch-sizes", help="dequeueBatchSize values (default 1,128,1024)")
+    ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = ap.parse_args()
+    stop_on_sigterm()
+    lines = args.lines or (5000 if args.quick else 20000)
+    sizes = args.batch_sizes or ("1024" if args.quick else "1,128,1024")
+    modes = ("on",) if args.quick else ("on", "off")
+    started = time.monotonic()
+    rows = []
     print(f"{'useTransactions':<16}{'batch':>6}  {'scenario':<8} {'lost':>6} {'dup':>6}")
-    for tx in ("on", "off"):
-        for size in args.batch_sizes.split(","):
+    for tx in modes:
+        for size in sizes.split(","):
             overrides = {"useTransactions": tx, "queue.dequeueBatchSize": size}
+            row = {"useTransactions": tx, "dequeueBatchSize": int(size)}
             for name, scenario in (("restart", scenario_restart), ("kill", scenario_kill)):
                 with tempfile.TemporaryDirectory(prefix="bench-settings-") as tmp:
-                    r = scenario(tmp, args.lines, overrides)
+                    r = scenario(tmp, lines, overrides)
+                row[name] = r
                 print(
                     f"{tx:<16}{size:>6}  {name:<8} {r['lost']:>6} {r['duplicated']:>6}", flush=True
                 )
+            rows.append(row)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(
+                {"lines": lines, "rows": rows, "wall_s": time.monotonic() - started}, fh, indent=1
+            )
     return 0
 
 

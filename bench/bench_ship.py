@@ -1,9 +1,10 @@
-"""Shipping benchmark: bytes on the wire per line, replay rate, the shipper's peak RSS.
+"""Shipping benchmark: bytes on the wire per line, replay rate, the shipper's RSS and start-up.
 
-    .venv/bin/python bench/bench_ship.py              # full run (1 M lines), about 30 s here
+    .venv/bin/python bench/bench_ship.py              # full run (1 M lines), about 40 s here
     .venv/bin/python bench/bench_ship.py --quick      # 100 k lines, smoke run
-    .venv/bin/python bench/bench_ship.py --write-docs # also (re)write "## Shipping"
-                                                      # in docs/BENCHMARKS.md
+    .venv/bin/python bench/bench_ship.py --json FILE  # also write the results as JSON
+
+bench/run_all.py renders the results into docs/BENCHMARKS.md.
 
 1. Wire size. One generated corpus of realistic syslog lines, mixed: the
    project's rsyslog JSON template (`ts, host, facility, severity, app, pid,
@@ -19,14 +20,25 @@
 2. Replay. A 1 M-line spool (the same kind of lines) is written straight
    into ready/ with `spool.write_batch` in 4 MiB batches, the way ingest
    leaves it after an outage. `omprog-forwarder ship` runs as a child
-   process against the loopback gateway of the tests (tests/support/
-   gateway.py), which verifies every SigV4 signature with botocore and
-   gunzips and parses every body. Authentication is stubbed with static
+   process against the loopback gateway (devstack/gateway.py), which
+   verifies every SigV4 signature with botocore and gunzips and parses
+   every body. Authentication is stubbed with static
    credentials (auth.StaticAuth) so Cognito is not what is measured; the
    child still imports boto3 and pycognito, as a real shipper does, so the
    RSS is realistic. lines/s = lines delivered / time spent in run_ship;
    peak RSS = the child's VmHWM (see vm_hwm_kib for why not ru_maxrss),
    cross-checked by sampling it with psutil.
+
+3. Start-up. The same child on an empty spool, five times: from just before
+   the parent spawns it to the moment it enters run_ship (interpreter, boto3,
+   pycognito and the shipper's modules imported, configuration loaded), the
+   fixed cost every shipper that ingest spawns pays before its first POST.
+
+4. Format alternatives, measured on copies and not shipped: what the same
+   batches would cost with the previous encoder setting (zlib's default
+   strategy), and with changes to the wire format the Lambda would have to
+   learn (the lines as text instead of JSON strings, a preset dictionary,
+   xz).
 """
 
 from __future__ import annotations
@@ -34,16 +46,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import lzma
 import os
-import platform
 import random
-import re
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import zlib
 from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,14 +65,14 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from omprog_forwarder.ship.transport import build_body  # noqa: E402
+from omprog_forwarder.ship.transport import GZIP_LEVEL, build_body  # noqa: E402
 from omprog_forwarder.spool import Spool, window_label  # noqa: E402
 
 MIB = 1024 * 1024
 AKID, SECRET, TOKEN = "ASIABENCHKEY0000", "bench-secret-key", "bench-session-token-" + "x" * 800
 REGION = "eu-west-1"
 DEVICE = "1a2b3c4d"
-SECTION = "## Shipping"
+BATCH_SIZES = (100, 300, 1000, 10000)
 
 # ---------------------------------------------------------------- corpus
 
@@ -223,19 +237,22 @@ def howto_body(lines: list[bytes]) -> bytes:
 # ---------------------------------------------------------------- 1. wire size
 
 
+def batch_id(i: int) -> str:
+    return f"20261126T231000Z-{i:016x}"
+
+
+STAMP = "2026-11-26T23:10:00+00:00"
+
+
 def wire_sizes(lines: list[bytes]) -> list[dict]:
     rows = []
-    plans = [(f"{n} lines", chunks(lines, n)) for n in (100, 300, 1000, 10000)]
-    plans.append(("4 MiB (max_batch_bytes)", chunks_by_bytes(lines, 4 * MIB)))
-    for label, batches in plans:
+    plans = [(f"{n} lines", n, chunks(lines, n)) for n in BATCH_SIZES]
+    plans.append(("4 MiB (max_batch_bytes)", None, chunks_by_bytes(lines, 4 * MIB)))
+    for label, size, batches in plans:
         ours = theirs = 0
         started = time.process_time()
         for i, b in enumerate(batches):
-            ours += len(
-                build_body(
-                    DEVICE, f"20261126T231000Z-{i:016x}", "2026-11-26T23:10:00+00:00", b
-                ).data
-            )
+            ours += len(build_body(DEVICE, batch_id(i), STAMP, b).data)
         cpu = time.process_time() - started
         for b in batches:
             theirs += len(howto_body(b))
@@ -243,6 +260,7 @@ def wire_sizes(lines: list[bytes]) -> list[dict]:
         rows.append(
             {
                 "batch": label,
+                "lines_per_batch": size,
                 "requests": len(batches),
                 "lines": n,
                 "ours_per_line": ours / n,
@@ -252,6 +270,88 @@ def wire_sizes(lines: list[bytes]) -> list[dict]:
             }
         )
     return rows
+
+
+# ---------------------------------------------------------------- format alternatives
+
+
+def compact_json(lines: list[bytes], i: int) -> bytes:
+    """What build_body compresses: the documented object, compact separators."""
+    doc = {
+        "device_id": DEVICE,
+        "batch_id": batch_id(i),
+        "timestamp": STAMP,
+        "logs": [x.decode("utf-8", "replace") for x in lines],
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def as_text(lines: list[bytes], i: int) -> bytes:
+    """A format change: a JSON header line, then the lines as they are (no escaping)."""
+    head = json.dumps({"device_id": DEVICE, "batch_id": batch_id(i), "timestamp": STAMP})
+    return head.encode() + b"\n" + b"\n".join(lines) + b"\n"
+
+
+def deflate(data: bytes, strategy: int = zlib.Z_DEFAULT_STRATEGY, zdict: bytes = b"") -> bytes:
+    if zdict:  # a preset dictionary needs the zlib container (gzip has no field for it)
+        comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 15, 8, strategy, zdict)
+    else:
+        comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31, 8, strategy)
+    return comp.compress(data) + comp.flush()
+
+
+def sample_dictionary(size: int = 32 * 1024) -> bytes:
+    """A naive preset dictionary: the tail of a body of lines from another seed."""
+    body = compact_json(corpus(2000, seed=99), 0)
+    return body[-size:]
+
+
+#: preset 9e with a dictionary the size of a batch: the preset's 64 MiB would only
+#: cost allocation time per body.
+XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 4 * MIB}]
+
+
+def alternatives(lines: list[bytes], sizes: tuple[int, ...] = BATCH_SIZES) -> dict:
+    """Bytes per line of the same batches under other encodings (copies, not shipped)."""
+    zdict = sample_dictionary()
+    variants: list[tuple[str, str, Callable[[list[bytes], int], bytes]]] = [
+        (
+            "previous",
+            "gzip 9, zlib's default strategy (build_body before Z_FILTERED)",
+            lambda b, i: deflate(compact_json(b, i)),
+        ),
+        (
+            "text",
+            "format change: the lines as text after a JSON header line, gzip 9 Z_FILTERED",
+            lambda b, i: deflate(as_text(b, i), zlib.Z_FILTERED),
+        ),
+        (
+            "zdict",
+            "format change: the same JSON, zlib 9 Z_FILTERED with a 32 KiB preset dictionary",
+            lambda b, i: deflate(compact_json(b, i), zlib.Z_FILTERED, zdict),
+        ),
+        (
+            "text+zdict",
+            "format change: lines as text and the preset dictionary",
+            lambda b, i: deflate(as_text(b, i), zlib.Z_FILTERED, zdict),
+        ),
+        (
+            "xz",
+            "format change: the same JSON, xz (lzma preset 9e, 4 MiB dictionary)",
+            lambda b, i: lzma.compress(compact_json(b, i), filters=XZ_FILTERS),
+        ),
+    ]
+    rows = []
+    for size in sizes:
+        batches = chunks(lines, size)
+        n = sum(len(b) for b in batches)
+        theirs = sum(len(howto_body(b)) for b in batches)
+        row: dict = {"lines_per_batch": size}
+        for key, _, encode in variants:
+            ours = sum(len(encode(b, i)) for i, b in enumerate(batches))
+            row[key] = {"per_line": ours / n, "ratio": ours / theirs}
+        rows.append(row)
+    return {"variants": [{"key": k, "what": w} for k, w, _ in variants], "rows": rows}
 
 
 # ---------------------------------------------------------------- 2. replay
@@ -297,10 +397,11 @@ def child(spool_dir: str, url: str) -> int:
         environ={},
     )
     auth = StaticAuth(Credentials(AKID, SECRET, TOKEN, time.time() + 3600))
+    entered = time.time()  # the parent took its time just before spawning us
     started = time.monotonic()
     rc = ship.run_ship(cfg, auth=auth)
     elapsed = time.monotonic() - started
-    print(json.dumps({"rc": rc, "elapsed": elapsed, "vmhwm_kib": vm_hwm_kib()}))
+    print(json.dumps({"rc": rc, "entered": entered, "elapsed": elapsed, "vmhwm_kib": vm_hwm_kib()}))
     return rc
 
 
@@ -363,6 +464,7 @@ def replay(lines_total: int) -> dict:
         write_s = time.monotonic() - t0
         with Gateway({AKID: Caller(SECRET, TOKEN)}, keep_events=False, keep_payloads=False) as gw:
             t1 = time.monotonic()
+            spawned = time.time()
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -396,6 +498,7 @@ def replay(lines_total: int) -> dict:
             "spool_bytes": size,
             "write_s": write_s,
             "ship_s": result["elapsed"],
+            "startup_s": result["entered"] - spawned,
             "wall_s": wall,
             "lines_per_s": written / result["elapsed"],
             "peak_rss_kib": result["vmhwm_kib"],
@@ -408,148 +511,86 @@ def replay(lines_total: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# ---------------------------------------------------------------- report
+def startup(runs: int = 5) -> dict:
+    """Spawn to run_ship, on an empty spool: what every spawned shipper pays first."""
+    from devstack.gateway import Caller, Gateway
+
+    times, walls = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-ship-start-") as tmp:
+        Spool(os.path.join(tmp, "spool")).create()
+        with Gateway({AKID: Caller(SECRET, TOKEN)}, keep_events=False) as gw:
+            for _ in range(runs):
+                spawned = time.time()
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "--child", tmp + "/spool", gw.url],
+                    capture_output=True,
+                    text=True,
+                    cwd=REPO,
+                    check=True,
+                    timeout=120,
+                ).stdout
+                walls.append(time.time() - spawned)
+                times.append(json.loads(out.strip().splitlines()[-1])["entered"] - spawned)
+    return {
+        "runs": runs,
+        "startup_s": statistics.median(times),
+        "startup_min_s": min(times),
+        "startup_max_s": max(times),
+        "exit_s": statistics.median(walls),
+    }
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{model}, {os.cpu_count()} cores (shared; load average {load:.1f} at the end), "
-        f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
-    )
+def stop_on_sigterm() -> None:
+    """SIGTERM (bench/run_all.py stopping us) unwinds like Ctrl-C: every `with` stops
+    the rsyslogd and programs it started."""
 
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
 
-def render(wire: list[dict], rep: dict, corpus_n: int, args: argparse.Namespace) -> str:
-    def fmt(n: float) -> str:
-        return f"{n:,.0f}".replace(",", " ")
-
-    lines = [
-        SECTION,
-        "",
-        "Reproduce from the repository root (about 30 s here; `--quick` for a smoke run):",
-        "",
-        "```sh",
-        ".venv/bin/python bench/bench_ship.py --write-docs",
-        "```",
-        "",
-        f"Machine: {machine()}.",
-        "",
-        "### Bytes on the wire per line",
-        "",
-        f"Corpus: {fmt(corpus_n)} generated lines, mixed in runs of 500: the project's "
-        "rsyslog JSON template (`ts, host, facility, severity, app, pid, msg, uuid`; "
-        "the random 128-bit uuid does not compress) and the how-to's CustomLogFormat, "
-        "with messages from dhcpcd, systemd, CRON, sshd, kernel, wpa_supplicant, avahi, "
-        "NetworkManager, a sensor script and rsyslogd. "
-        "Project: `transport.build_body` (gzip level 9 of "
-        "`{device_id, batch_id, timestamp, logs}`). How-to: `json.dumps({device_id, timestamp, "
-        "logs})`, uncompressed, as it posts. Bodies only; same lines, same batches.",
-        "",
-        "| lines per request | requests | project B/line | how-to B/line | **ratio** "
-        "| build_body lines/s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in wire:
-        lines.append(
-            f"| {r['batch']} | {r['requests']} | {r['ours_per_line']:.1f} "
-            f"| {r['howto_per_line']:.1f} | **{r['ratio']:.3f}** | {fmt(r['build_lines_per_s'])} |"
-        )
-    met = [r["batch"] for r in wire if r["ratio"] <= 0.15]
-    missed = [f"{r['batch']}: {r['ratio']:.3f}" for r in wire if r["ratio"] > 0.15]
-    lines += [
-        "",
-        "Target ≤ 0.15: "
-        + (f"met for {', '.join(met)}" if met else "not met for any batch size")
-        + (
-            f"; **not met** for smaller requests ({'; '.join(missed)}), where gzip has less text "
-            "to find repeats in. A host logging one line a second fills a 5-minute window with "
-            "about 300 lines."
-            if missed
-            else "."
-        )
-        + " The JSON template's random 128-bit `uuid` alone costs about 16 compressed bytes per "
-        "line it appears on.",
-        "",
-        "Request headers come on top and are about the same for both (SigV4 with a session "
-        f"token): {rep['header_bytes']:.0f} bytes per request here, with an 820-byte stand-in "
-        "session token (real ones are of the order of a kilobyte), i.e. "
-        f"{rep['header_bytes'] / 300:.1f} B/line at 300 lines a request, "
-        f"{rep['header_bytes'] / 1000:.1f} at 1000.",
-        "",
-        "### Replay of a 1 M-line spool"
-        if rep["lines"] >= 1_000_000
-        else f"### Replay of a {fmt(rep['lines'])}-line spool (--quick)",
-        "",
-        f"{fmt(rep['lines'])} lines ({rep['spool_bytes'] / MIB:.0f} MiB of spool) written to "
-        f"ready/ with `spool.write_batch` as {rep['batches']} batches of ≤ 4 MiB, then one "
-        "`ship` run as a child process against the loopback gateway (SigV4 verified with botocore, "
-        "every body gunzipped and parsed, in the parent process on the same 2 cores). "
-        "Authentication stubbed with static credentials (Cognito not measured); boto3 and "
-        "pycognito still imported by the child. Every batch delivered once, in order (checked).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| replay rate | **{fmt(rep['lines_per_s'])} lines/s** ({rep['ship_s']:.1f} s in "
-        f"`run_ship`, {rep['wall_s']:.1f} s with interpreter start) |",
-        f"| wire bytes | {rep['body_bytes'] / MIB:.1f} MiB of gzip bodies for "
-        f"{rep['spool_bytes'] / MIB:.0f} MiB of spool |",
-        f"| shipper peak RSS | **{rep['peak_rss_kib'] / 1024:.0f} MiB** (the child's VmHWM; psutil "
-        f"sampling every 20 ms saw at most {rep['sampled_rss_kib'] / 1024:.0f} MiB) |",
-        f"| same interpreter + imports, idle | {rep['baseline_rss_kib'] / 1024:.0f} MiB |",
-        f"| writing the spool (setup, not shipping) | {rep['write_s']:.1f} s |",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_docs(section: str) -> str:
-    path = os.path.join(REPO, "docs", "BENCHMARKS.md")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    pattern = re.compile(r"^## Shipping\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    text = text.rstrip("\n") + "\n"
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="100 k lines instead of 1 M")
-    p.add_argument(
-        "--write-docs", action="store_true", help="write the section into docs/BENCHMARKS.md"
-    )
+    p.add_argument("--quick", action="store_true", help="100 k lines of replay instead of 1 M")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--child", nargs=2, metavar=("SPOOL", "URL"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    stop_on_sigterm()
     if args.child:
         return child(*args.child)
+    started = time.monotonic()
     total = 100_000 if args.quick else 1_000_000
     corpus_n = 100_000
     print(f"wire sizes on {corpus_n} lines ...", file=sys.stderr)
-    wire = wire_sizes(corpus(corpus_n))
+    lines = corpus(corpus_n)
+    wire = wire_sizes(lines)
+    alt = alternatives(lines, (300,) if args.quick else BATCH_SIZES)
     print(f"replay of {total} lines ...", file=sys.stderr)
     rep = replay(total)
-    section = render(wire, rep, corpus_n, args)
-    print(section)
-    if args.write_docs:
-        print(f"written to {write_docs(section)}", file=sys.stderr)
+    print("shipper start-up ...", file=sys.stderr)
+    start = startup()
+    for r in wire:
+        print(f"{r['batch']:<26} {r['ours_per_line']:6.1f} B/line  ratio {r['ratio']:.4f}")
+    for r in alt["rows"]:
+        shown = "  ".join(f"{k} {v['ratio']:.4f}" for k, v in r.items() if isinstance(v, dict))
+        print(f"alternatives at {r['lines_per_batch']} lines: {shown}")
+    print(
+        f"replay {rep['lines_per_s']:,.0f} lines/s, peak RSS {rep['peak_rss_kib'] / 1024:.0f} MiB; "
+        f"start-up {start['startup_s']:.2f} s (median of {start['runs']})"
+    )
+    if args.json:
+        result = {
+            "quick": args.quick,
+            "corpus_lines": corpus_n,
+            "wire": wire,
+            "alternatives": alt,
+            "replay": rep,
+            "startup": start,
+            "wall_s": time.monotonic() - started,
+        }
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
     return 0
 
 
