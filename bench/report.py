@@ -117,10 +117,11 @@ class Report:
             + (" with uncommitted changes in the working tree" if m["dirty"] else "")
             + f"; the whole run took {seconds_text(m['wall_s'])}.",
             "",
-            "The machine was shared with other jobs "
-            f"(load average {m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end): "
-            "absolute rates are noisy, so every comparison is a ratio of two things measured "
-            "side by side in the same run, and those ratios are what the targets are about.",
+            "This is a shared virtual machine (load average "
+            f"{m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end, the benchmarks' "
+            "own work included): absolute rates are noisy, so every comparison is a ratio of "
+            "two things measured side by side in the same run, and those ratios are what the "
+            "targets are about.",
             "",
             "## Summary",
             "",
@@ -262,7 +263,7 @@ class Report:
             "Why rounds, and runs, can differ a lot: rsyslog waits for each reply "
             "(`confirmMessages`), so the rate is set by how fast two processes wake each "
             "other up, which depends on what else the machine runs (a busy machine wakes "
-            "faster; the cores were shared with other jobs here). Where the exchange is slow "
+            "faster). Where the exchange is slow "
             "the forwarder's extra work hides in the waiting and the ratio approaches 1; where "
             "it is fast, the extra CPU per line below decides it. Compare ratios of one round, "
             "not msg/s across rounds or runs.",

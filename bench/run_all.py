@@ -196,7 +196,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument(
         "--out", default=os.path.join(REPO, "docs"), help="folder for the report and plots"
     )
-    ap.add_argument("--json", metavar="FILE", help="also write every result to FILE")
+    ap.add_argument(
+        "--json",
+        metavar="FILE",
+        default=os.path.join(REPO, "bench", "out", "results.json"),
+        help="where every result is kept, for --from-json (default %(default)s, not committed)",
+    )
     ap.add_argument("--from-json", metavar="FILE", help="render FILE (a --json of a run) again")
     args = ap.parse_args(argv)
     if args.from_json:
@@ -229,6 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     results["meta"]["wall_s"] = time.monotonic() - started
     results["meta"]["load_end"] = os.getloadavg()[0]
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=1)
     if failed:
