@@ -97,6 +97,9 @@ class Demo:
         self.device_id = device_id
         self.out = out or sys.stdout
         self.rsyslogd = shutil.which("rsyslogd") if use_rsyslog else None
+        self.why_no_rsyslog = (
+            "--no-rsyslog was given" if not use_rsyslog else "rsyslogd is not installed"
+        )
         self.logger = shutil.which("logger")
         self.work = tempfile.mkdtemp(prefix="omprog-demo-")
         self.conf = os.path.join(self.work, "forwarder.conf")
@@ -218,7 +221,7 @@ class Demo:
             self.run_with_rsyslog()
         else:
             self.say(
-                "\nrsyslogd is not installed (apt-get install rsyslog): feeding "
+                f"\n{self.why_no_rsyslog} (the real thing: apt-get install rsyslog): feeding "
                 "`omprog-forwarder run` through the omprog protocol directly instead."
             )
             self.run_without_rsyslog()

@@ -74,14 +74,35 @@ def test_the_demo_runs_the_whole_pipeline_through_rsyslogd_in_under_two_minutes(
 
 
 def test_without_rsyslogd_the_demo_says_so_and_feeds_run_directly() -> None:
+    """Forced with --no-rsyslog here; without rsyslogd installed it says that instead."""
     proc = demo("--no-rsyslog")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert "rsyslogd is not installed (apt-get install rsyslog)" in out
+    assert "--no-rsyslog was given (the real thing: apt-get install rsyslog)" in out
     assert "feeding omprog-forwarder run over stdin" in out
     assert "– rsyslog      not checked" in out
     assert_showed_the_pipeline(out, 7)
     assert_left_nothing(out)
+
+
+def test_where_rsyslogd_is_missing_the_demo_says_how_to_install_it() -> None:
+    """rsyslogd out of PATH (it lives in /usr/sbin): what a machine without it sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OMPROG_"))}
+    env["PATH"] = os.pathsep.join(
+        d for d in env.get("PATH", "").split(os.pathsep) if not d.rstrip("/").endswith("sbin")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "devstack.demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rsyslogd is not installed (the real thing: apt-get install rsyslog)" in proc.stdout
+    assert_showed_the_pipeline(proc.stdout, 7)
+    assert_left_nothing(proc.stdout)
 
 
 def test_a_failing_step_is_named_with_its_reason_and_everything_is_stopped() -> None:
