@@ -18,6 +18,7 @@ import alerts
 import handler
 import identity
 import pytest
+from support.alerting import slack_problems
 from support.clock import FakeClock
 
 from devstack.slack import SlackSink
@@ -173,47 +174,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def slack_problems(payload: dict[str, Any]) -> list[str]:
-    """Slack's documented limits and our escaping rule, checked independently of alerts.py,
-    plus slack_sdk's own block validation."""
-    from slack_sdk.models.blocks import Block
-
-    problems = []
-    blocks = payload["blocks"]
-    if len(blocks) > 50:
-        problems.append("more than 50 blocks")
-    if not payload.get("text") or len(payload["text"]) > 40000:
-        problems.append("text missing or over 40000")
-    texts = [payload["text"]]
-    for block in blocks:
-        Block.parse(block).validate_json()  # raises SlackObjectFormationError
-        if block["type"] == "header":
-            if len(block["text"]["text"]) > 150:
-                problems.append("header over 150")
-            texts.append(block["text"]["text"])
-        elif block["type"] == "section":
-            if len(block["text"]["text"]) > 3000:
-                problems.append("section text over 3000")
-            if len(block.get("fields", [])) > 10:
-                problems.append("over 10 fields")
-            texts.append(block["text"]["text"])
-            for item in block.get("fields", []):
-                if len(item["text"]) > 2000:
-                    problems.append("field over 2000")
-                if item.get("type") == "mrkdwn" and item.get("verbatim") is not True:
-                    problems.append("mrkdwn field not verbatim")
-                texts.append(item["text"])
-        elif block["type"] == "context":
-            assert len(block["elements"]) <= 10
-            texts.extend(e["text"] for e in block["elements"])
-    for text in texts:
-        if "<" in text or ">" in text:
-            problems.append(f"raw angle bracket: {text[:80]!r}")
-        if "&" in text.replace("&amp;", "").replace("&lt;", "").replace("&gt;", ""):
-            problems.append(f"raw ampersand: {text[:80]!r}")
-    return problems
 
 
 @pytest.fixture(name="slack_problems")

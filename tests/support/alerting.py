@@ -202,10 +202,14 @@ def slack_problems(payload: dict[str, Any]) -> list[str]:
                 problems.append("section text over 3000")
             if block["text"].get("verbatim") is not True:
                 problems.append("section text not verbatim")
+            if len(block.get("fields", [])) > 10:
+                problems.append("over 10 fields")
             texts.append(block["text"]["text"])
             for item in block.get("fields", []):
                 if len(item["text"]) > 2000:
                     problems.append("field over 2000")
+                if item.get("type") == "mrkdwn" and item.get("verbatim") is not True:
+                    problems.append("mrkdwn field not verbatim")
                 texts.append(item["text"])
         elif block["type"] == "context":
             if len(block["elements"]) > 10:
