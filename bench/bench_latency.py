@@ -77,7 +77,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from support.rsyslogd import RSYSLOGD, render_project_conf  # noqa: E402
 
-from devstack.demo import forwarder_command, processes_under  # noqa: E402
+from devstack.demo import forwarder_command  # noqa: E402
+from devstack.processes import processes_under  # noqa: E402
 from devstack.stack import LocalStack  # noqa: E402
 from devstack.template import FUNCTION, load_template  # noqa: E402
 

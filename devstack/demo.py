@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 from devstack.athena import Archive, documented_queries, download_archive, format_rows
+from devstack.processes import processes_under
 from devstack.slack import render
 from devstack.stack import LocalStack
 from devstack.template import REPO_ROOT
@@ -450,22 +451,6 @@ class Demo:
             if tail:
                 parts.append(f"--- tail of {os.path.basename(path)}\n" + "\n".join(tail))
         return "\n".join(parts)
-
-
-def processes_under(folder: str) -> list[int]:
-    """Pids whose command line names `folder` (the demo's forwarder and shippers)."""
-    found = []
-    mine = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == mine:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if folder.encode() in fh.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def main(argv: Optional[list[str]] = None) -> int:

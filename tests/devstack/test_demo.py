@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.demo import processes_under
+from devstack.processes import processes_under
 
 REPO = Path(__file__).resolve().parents[2]
 RSYSLOGD = any(os.access(os.path.join(d, "rsyslogd"), os.X_OK) for d in ("/usr/sbin", "/sbin"))

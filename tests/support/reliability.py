@@ -41,13 +41,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 
+from devstack.processes import cmdlines
 from omprog_forwarder.spool import decode_records
 from support.rsyslogd import RSYSLOGD, Rsyslogd, forwarder_binary, forwarder_pids, syslog_line
 
@@ -88,18 +89,6 @@ def wait_until(
 # ---------------------------------------------------------------- processes
 
 
-def _cmdlines() -> Iterator[tuple[int, list[bytes]]]:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().split(b"\0")
-        except OSError:
-            continue
-        yield int(entry), cmd
-
-
 def _forwarder_command(cmd: list[bytes], spool: str) -> Optional[bytes]:
     """`run` or `ship` if `cmd` is this checkout's forwarder on `spool` (not the tap)."""
     if spool.encode() not in cmd or any(a.endswith(b"omprog_tap.py") for a in cmd):
@@ -112,12 +101,12 @@ def _forwarder_command(cmd: list[bytes], spool: str) -> Optional[bytes]:
 
 def ingest_pids(spool: str) -> list[int]:
     """The `omprog-forwarder run` processes on this spool (what rsyslog started)."""
-    return [pid for pid, cmd in _cmdlines() if _forwarder_command(cmd, spool) == b"run"]
+    return [pid for pid, cmd in cmdlines() if _forwarder_command(cmd, spool) == b"run"]
 
 
 def shipper_pids(spool: str) -> list[int]:
     """The `omprog-forwarder ship` processes on this spool (spawned by ingest, or ours)."""
-    return [pid for pid, cmd in _cmdlines() if _forwarder_command(cmd, spool) == b"ship"]
+    return [pid for pid, cmd in cmdlines() if _forwarder_command(cmd, spool) == b"ship"]
 
 
 def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> list[int]:

@@ -167,18 +167,11 @@ class Rsyslogd:
 
 def forwarder_pids(spool_dir: str) -> list[int]:
     """Pids of the forwarder processes rsyslogd started for this spool."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if b"omprog_forwarder" in cmd and spool_dir.encode() in cmd:
-            pids.append(int(entry))
-    return pids
+    from devstack.processes import cmdlines
+
+    return [
+        pid for pid, cmd in cmdlines() if b"omprog_forwarder" in cmd and spool_dir.encode() in cmd
+    ]
 
 
 def send_lines(port: int, lines: Iterable[bytes], chunk: int = 1000) -> None:
