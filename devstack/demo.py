@@ -45,11 +45,11 @@ from typing import Any, Callable, Optional
 
 from devstack.athena import Archive, documented_queries, download_archive, format_rows
 from devstack.processes import processes_under
+from devstack.rsyslog import render_snippet
 from devstack.slack import render
 from devstack.stack import LocalStack
 from devstack.template import REPO_ROOT
 
-SNIPPET = os.path.join(REPO_ROOT, "rsyslog.d", "60-omprog-forwarder.conf")
 DEPLOY_MD = os.path.join(REPO_ROOT, "docs", "DEPLOY.md")
 DEMO_QUERY = "Errors per device per day"
 #: (severity, app, message) of the demo's lines; the app decides the facility.
@@ -323,17 +323,13 @@ class Demo:
         binary = " ".join([*forwarder_command(), "run", "--config", self.conf])
         if " " in self.work or any(" " in p for p in forwarder_command()):
             raise StepFailed("rsyslog 8.2302 cannot quote spaces in binary=; use a path without")
-        with open(SNIPPET, encoding="utf-8") as fh:
-            text = fh.read()
-        for name, value in (
-            ("binary", binary),
-            ("queue.spoolDirectory", os.path.join(rs, "queue")),
-            ("output", os.path.join(self.work, "forwarder.log")),
-        ):
-            head = f'{name}="'
-            start = text.index(head)
-            end = text.index('"', start + len(head))
-            text = text[:start] + head + value + text[end:]
+        text = render_snippet(
+            {
+                "binary": binary,
+                "queue.spoolDirectory": os.path.join(rs, "queue"),
+                "output": os.path.join(self.work, "forwarder.log"),
+            }
+        )
         self.snippet = os.path.join(rs, "60-omprog-forwarder.conf")
         with open(self.snippet, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -10,7 +10,6 @@ folder behave like a real restart. Used by the end-to-end tests and benches.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -21,24 +20,16 @@ from collections.abc import Iterable, Mapping
 from typing import Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROJECT_CONF = os.path.join(REPO_ROOT, "rsyslog.d", "60-omprog-forwarder.conf")
 RSYSLOGD = shutil.which("rsyslogd") or (
     "/usr/sbin/rsyslogd" if os.path.exists("/usr/sbin/rsyslogd") else None
 )
 
 
 def render_project_conf(params: Mapping[str, str], text: Optional[str] = None) -> str:
-    """The project's config with `name="value"` parameters replaced (must exist)."""
-    if text is None:
-        with open(PROJECT_CONF, encoding="utf-8") as fh:
-            text = fh.read()
-    for name, value in params.items():
-        pattern = re.compile(r"(?<![\w.])" + re.escape(name) + r'="[^"]*"')
-        if not pattern.search(text):
-            raise KeyError(f"parameter {name} not in {PROJECT_CONF}")
-        replacement = f'{name}="{value}"'
-        text = pattern.sub(lambda _m, r=replacement: r, text, count=1)
-    return text
+    """The project's config with `name="value"` parameters replaced (devstack's)."""
+    from devstack.rsyslog import render_snippet
+
+    return render_snippet(params, text)
 
 
 def forwarder_binary(spool_dir: str, config_path: Optional[str] = None) -> str:
