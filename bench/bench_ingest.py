@@ -60,6 +60,7 @@ from typing import NamedTuple, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)  # devstack
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from support.rsyslogd import RSYSLOGD, Rsyslogd, forwarder_binary  # noqa: E402

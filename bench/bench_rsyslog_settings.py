@@ -25,6 +25,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # devstack
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 from support.rsyslogd import (  # noqa: E402
