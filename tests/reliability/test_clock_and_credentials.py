@@ -24,7 +24,7 @@ import glob
 import time
 
 import pytest
-from support.reliability import MARKS, Streamer, archived_seqs, tally, wait_until
+from support.reliability import MARKS, Streamer, archived_seqs, tally_run, wait_until
 
 from devstack.gateway import MSG_EXPIRED_TOKEN
 
@@ -72,13 +72,11 @@ def test_credentials_expire_and_the_clock_jumps_forward_and_back(stack, chain, t
     behind = sum(a.startswith("Signature expired") for a in answers)
     counters = dev.counters()
     ship_log = (dev.folder("state") / "ship.log").read_text(errors="replace")
-    result = tally(
+    result = tally_run(
         "7 credentials 12 s, clock +20 min / -15 min / back",
         stream.sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=(
             f"{answers.count('accepted')} accepted, {expired} expired-token 403s, "

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support.reliability import MARKS, Streamer, archived_seqs, shipper_pids, tally, wait_until
+from support.reliability import MARKS, Streamer, archived_seqs, shipper_pids, tally_run, wait_until
 
 from omprog_forwarder.spool import decode_records
 
@@ -79,13 +79,11 @@ def fill_then_free(
     pipe.stop()
     dev.drain()
     refusals = pipe.log_count(full_reason)
-    result = tally(
+    result = tally_run(
         scenario,
         stream.sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=(
             f"{pipe.journal_state().refused} refusals ({refusals} logged '{full_reason}'), "

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import time
 
-from support.reliability import MARKS, Holder, Streamer, archived_seqs, rng_for, tally, wait_until
+from support.reliability import (
+    MARKS,
+    Holder,
+    Streamer,
+    archived_seqs,
+    rng_for,
+    tally_run,
+    wait_until,
+)
 
 from devstack.gateway import UNAVAILABLE, CompleteThenReset, Hang, Proceed, Reset, too_many
 
@@ -69,13 +77,11 @@ def test_flaky_api_every_line_archived_once(stack, chain):
     statuses = [r.status for r in gw.received[first:]]
     lost_answers = outcomes.count("complete-reset")
     duplicates = sum(1 for span in holder.spans if span[3])
-    result = tally(
+    result = tally_run(
         "3 flaky API",
         stream.sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=(
             f"{len(outcomes)} requests: {statuses.count(503)} x 503, "

@@ -16,9 +16,8 @@ from support.reliability import (
     MARKS,
     PidWatch,
     Streamer,
-    archived_seqs,
     send_all,
-    tally,
+    tally_run,
     wait_until,
 )
 
@@ -53,13 +52,11 @@ def test_two_workers_and_a_disk_queue_drain_on_one_spool(stack, chain, tmp_path)
     finally:
         watch.stop()
     dev.drain()
-    result = tally(
+    result = tally_run(
         "8 workerThreads=2 + disk-queue drain",
         sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=(
             f"{len(watch.seen)} forwarder processes, up to {watch.max_at_once} at once, "

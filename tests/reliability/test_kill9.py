@@ -18,12 +18,11 @@ from support.reliability import (
     MARKS,
     Holder,
     Streamer,
-    archived_seqs,
     ingest_pids,
     kill_pids,
     rng_for,
     shipper_pids,
-    tally,
+    tally_run,
     wait_until,
 )
 
@@ -57,13 +56,11 @@ def test_forwarder_killed_20_times_while_streaming_200k_lines(stack, chain):
     pipe.stop()
     dev.drain()
     adopted = pipe.log_count("from a dead instance as")
-    result = tally(
+    result = tally_run(
         "1 kill -9 forwarder x20, 200k lines",
         sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=(
             f"{len(victims)} kills, {adopted} segments adopted, "
@@ -83,18 +80,16 @@ def stream_through(chain, dev, n: int, rate: float):
     return pipe, stream
 
 
-def finish(stack, pipe, stream, dev, scenario: str, started: float, notes: str):
+def finish(pipe, stream, dev, scenario: str, started: float, notes: str):
     stream.join_ok(120)
     wait_until(lambda: all_answered(pipe, stream.sent), 60, 0.2, "every line answered")
     pipe.stop()
     dev.drain()
-    return tally(
+    return tally_run(
         scenario,
         stream.sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=notes,
     )
@@ -120,7 +115,7 @@ def test_shipper_killed_mid_post_before_and_after_the_lambda_ran(stack, chain):
         wait_until(lambda v=set(victims): not set(shipper_pids(dev.spool)) & v, 10, 0.01)
         holder.release()
     result = finish(
-        stack, pipe, stream, dev, "1 kill -9 shipper mid-POST x4", started, f"{len(victims)} kills"
+        pipe, stream, dev, "1 kill -9 shipper mid-POST x4", started, f"{len(victims)} kills"
     )
     result.assert_promise()
     assert len(victims) == 4
@@ -162,7 +157,6 @@ def test_shipper_killed_while_it_splits_after_a_413(stack, chain):
         # A parent and one of its halves side by side: killed inside the split.
         caught += any(i + ".1" in names or i + ".2" in names for i in names)
     result = finish(
-        stack,
         pipe,
         stream,
         dev,

@@ -19,7 +19,7 @@ from support.reliability import (
     Streamer,
     archived_seqs,
     shipper_pids,
-    tally,
+    tally_run,
     wait_until,
 )
 
@@ -80,13 +80,11 @@ def test_api_down_for_several_windows_then_back_delivers_oldest_first_paced(stac
         if how == "503"
     ]
     retries = dev.counters().get("ship_retries", 0)
-    result = tally(
+    result = tally_run(
         "2 API down x3 (503, refused, 503)",
         stream.sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=(
             f"{len(accepted)} batches, {[len(x) for x in in_503]} requests in the two "

@@ -30,11 +30,10 @@ from support.reliability import (
     MARKS,
     SEQ_RE,
     Streamer,
-    archived_seqs,
     ingest_pids,
     rng_for,
     send_all,
-    tally,
+    tally_run,
     wait_until,
 )
 from support.rsyslogd import syslog_line
@@ -146,13 +145,11 @@ def test_power_loss_image_is_recovered_and_shipped(stack, chain):
         log = after.log()
         torn = [(name, cut) for name, cut, _ in image["torn"]]
         said = [(name, cut) for name, cut in torn if f"cut a torn tail of {cut} bytes" in log]
-        result = tally(
+        result = tally_run(
             f"5 power loss image {n + 1}",
             image["kept"] | set(new),
-            archived_seqs(stack, dev.device_id),
-            accepted=after.accepted(),
-            journal=after.journal_state(),
-            device=dev,
+            after,
+            dev,
             started=t0 if n else started,
             notes=(
                 f"{len(durable)} durable + {len(image['kept']) - len(durable)} intact "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import time
 
-from support.reliability import MARKS, Streamer, archived_seqs, rng_for, tally, wait_until
+from support.reliability import MARKS, Streamer, rng_for, tally_run, wait_until
 
 pytestmark = MARKS
 
@@ -45,13 +45,11 @@ def test_rsyslogd_restarted_and_hupped_mid_stream(stack, chain):
     )
     pipe.stop()
     dev.drain()
-    result = tally(
+    result = tally_run(
         "6 rsyslogd SIGTERM+start x4, HUP",
         stream.sent,
-        archived_seqs(stack, dev.device_id),
-        accepted=pipe.accepted(),
-        journal=pipe.journal_state(),
-        device=dev,
+        pipe,
+        dev,
         started=started,
         notes=f"{restarts} restarts, {hups} HUPs, {stream.reconnects} sender reconnects",
     )

@@ -662,6 +662,28 @@ def tally(
     return result
 
 
+def tally_run(
+    scenario: str,
+    sent: Iterable[int],
+    pipe: Pipeline,
+    device: Device,
+    *,
+    started: float = 0.0,
+    notes: str = "",
+) -> Result:
+    """`tally` of one run: `device`'s archive against what `pipe` accepted and answered."""
+    return tally(
+        scenario,
+        sent,
+        archived_seqs(device.stack, device.device_id),
+        accepted=pipe.accepted(),
+        journal=pipe.journal_state(),
+        device=device,
+        started=started,
+        notes=notes,
+    )
+
+
 def rng_for(name: str, seed: int = 0) -> random.Random:
     """A seeded RNG per scenario (OMPROG_RELIABILITY_SEED changes every scenario's draw)."""
     base = int(os.environ.get("OMPROG_RELIABILITY_SEED", "0"))
