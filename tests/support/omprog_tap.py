@@ -119,7 +119,8 @@ def _exit_like(code: int) -> int:
     """The program's exit status as ours; killed by a signal, die of the same signal,
     so rsyslog logs what it would log without the tap ("terminated by signal 9")."""
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # their disposition is fixed
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 
