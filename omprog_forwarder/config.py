@@ -81,6 +81,18 @@ def parse_device_id(text: str) -> str:
     return t
 
 
+# The dedup index takes 32 to 64 bytes a line of its window (dedup.RecentSet): 32 MiB here.
+MAX_DEDUP_WINDOW = 1 << 20
+
+
+def parse_dedup_window(text: str) -> int:
+    """How many of the newest lines' uuids ingest remembers: 1 to MAX_DEDUP_WINDOW."""
+    value = int(text)
+    if not 0 < value <= MAX_DEDUP_WINDOW:
+        raise ValueError(f"must be between 1 and {MAX_DEDUP_WINDOW} (32-64 bytes of memory a line)")
+    return value
+
+
 def _positive(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         value = parse(text)
@@ -125,7 +137,7 @@ class Config(NamedTuple):
     urgent_min_interval: float = 10.0
     begin_transaction_mark: str = "BEGIN TRANSACTION"
     commit_transaction_mark: str = "COMMIT TRANSACTION"
-    dedup_window: int = 8192
+    dedup_window: int = 65536
     ship_command: str = "auto"
     log_level: str = "INFO"
     # shipper
@@ -162,7 +174,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "urgent_min_interval": parse_duration,
     "begin_transaction_mark": _mark,
     "commit_transaction_mark": _mark,
-    "dedup_window": _positive(int),
+    "dedup_window": parse_dedup_window,
     "ship_command": _text,
     "log_level": _level,
     "endpoint_url": _text,

@@ -1,21 +1,23 @@
 """Dropping a line rsyslog sends again: the uuid index of ingest.
 
 rsyslog resends its in-flight batch after a lost ACK (a restart, a killed
-program), and the project's template ends every line with rsyslog's `uuid`.
-`RecentSet` holds the uuids of the newest `dedup_window` stored lines, filled
-at start-up from the spool (`load_recent`) and then from every line stored,
-so a resent line is answered as taken and not stored twice. A line without a
-uuid (other templates) is never dropped.
+program), and 8.2302 hands the first line of a batch again far later when the
+program died between transactions (docs/rsyslog.md). The project's template
+ends every line with rsyslog's `uuid`. `RecentSet` holds the uuids of at least
+the newest `dedup_window` stored lines, filled at start-up from the spool
+(`load_recent`) and then from every line stored, so a resent line is answered
+as taken and not stored twice. A line without a uuid (other templates) is
+never dropped.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
 import os
 import re
+from array import array
 from typing import Callable, Optional
 
 from omprog_forwarder.spool import Spool, decode_records
@@ -53,31 +55,78 @@ def holds_uuid(line: bytes, uuid: bytes) -> bool:
 
 
 class RecentSet:
-    """The uuids of the most recent `size` stored lines (FIFO eviction).
+    """The uuids of at least the most recent `size` stored lines, in about 16 bytes each.
 
-    Held as 128-bit ints, not bytes: about half the memory per entry, which
-    is most of what the ingest process grows by.
+    rsyslog 8.2302 can hand a line again long after it was answered: when
+    the program died between two transactions, the first line of the next
+    batch is sent in that batch *and* put back at the tail of the action
+    queue (docs/rsyslog.md), so the copy arrives as many lines later as the
+    queue held then. The window must therefore be large, and a Python set of
+    that many ints would cost about 8 times the memory.
+
+    A uuid is kept as its low 64 bits (random in rsyslog's uuids; two
+    different lines share them with a chance of about `size` / 2**64) in
+    one of two open-addressing tables (`array('Q')`, linear probing, never
+    more than half full). New keys go to the young table; when it holds
+    `size` keys it becomes the old one and the previous old one is dropped,
+    so the newest `size` to `2 * size` keys are always present.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._order: collections.deque[int] = collections.deque()
-        self._members: set[int] = set()
+        slots = 1
+        while slots < 2 * size:
+            slots *= 2
+        self._mask = slots - 1
+        self._young = self._empty()
+        self._old = self._empty()
+        self._young_count = 0
+        self._old_count = 0
+
+    def _empty(self) -> array:
+        return array("Q", bytes(8 * (self._mask + 1)))
+
+    @staticmethod
+    def key(uuid: bytes) -> int:
+        """The table key of a 32-hex-digit uuid (0 marks an empty slot)."""
+        return int(uuid[16:], 16) or 1
 
     def __contains__(self, uuid: bytes) -> bool:
-        return int(uuid, 16) in self._members
+        key = self.key(uuid)
+        mask = self._mask
+        for table in (self._young, self._old):
+            i = key & mask
+            while True:
+                slot = table[i]
+                if slot == key:
+                    return True
+                if not slot:
+                    break
+                i = (i + 1) & mask
+        return False
 
     def __len__(self) -> int:
-        return len(self._members)
+        return self._young_count + self._old_count
 
     def add(self, uuid: bytes) -> None:
-        key = int(uuid, 16)
-        members = self._members
-        if key not in members:
-            members.add(key)
-            self._order.append(key)
-            if len(members) > self.size:
-                members.discard(self._order.popleft())
+        self.add_key(self.key(uuid))
+
+    def add_key(self, key: int) -> None:
+        mask = self._mask
+        table = self._young
+        i = key & mask
+        while True:
+            slot = table[i]
+            if slot == key:
+                return
+            if not slot:
+                break
+            i = (i + 1) & mask
+        table[i] = key
+        self._young_count += 1
+        if self._young_count >= self.size:
+            self._old, self._old_count = table, self._young_count
+            self._young, self._young_count = self._empty(), 0
 
     def is_resent(self, line: bytes, uuid: Optional[bytes]) -> bool:
         """A line whose uuid is already stored (checked against its JSON on a hit)."""
@@ -94,7 +143,7 @@ def load_recent(spool: Spool, recent: RecentSet, count: Callable[[str], None]) -
     for path in spool.open_segments():
         with contextlib.suppress(FileNotFoundError):
             stamped.append((os.stat(path).st_mtime, path))
-    chosen: list[list[bytes]] = []
+    chosen: list[array] = []
     total = 0
     for _, path in sorted(stamped, reverse=True):
         if total >= recent.size:
@@ -108,10 +157,11 @@ def load_recent(spool: Spool, recent: RecentSet, count: Callable[[str], None]) -
             count("unreadable_files")
             log.error("cannot read %s for the dedup index: %s", path, exc)
             continue
-        uuids = [u for u in map(line_uuid, lines) if u]
-        chosen.append(uuids)
-        total += len(uuids)
-    for uuids in reversed(chosen):
-        for u in uuids:
-            recent.add(u)
+        keys = array("Q", [recent.key(u) for u in map(line_uuid, lines) if u])
+        del lines
+        chosen.append(keys)
+        total += len(keys)
+    for keys in reversed(chosen):
+        for key in keys:
+            recent.add_key(key)
     log.debug("dedup index holds %d uuids from %d files", len(recent), len(chosen))

@@ -71,6 +71,7 @@ VALID = [
     ("begin_transaction_mark", "BEGIN", "BEGIN"),
     ("commit_transaction_mark", "COMMIT NOW", "COMMIT NOW"),
     ("dedup_window", "100", 100),
+    ("dedup_window", "1048576", 1048576),
     ("ship_command", "/usr/bin/omprog-forwarder ship", "/usr/bin/omprog-forwarder ship"),
     ("log_level", "debug", "DEBUG"),
 ]
@@ -110,6 +111,8 @@ BAD_VALUES = [
     ("urgent_min_interval", "-10"),
     ("dedup_window", "many"),
     ("dedup_window", "0"),
+    ("dedup_window", "1048577"),
+    ("dedup_window", "-5"),
     ("log_level", "chatty"),
 ]
 

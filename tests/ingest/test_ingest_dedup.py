@@ -30,7 +30,7 @@ from support.ingest_helpers import (
 from omprog_forwarder import config
 from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ingest.batcher import line_severity
-from omprog_forwarder.ingest.dedup import holds_uuid, line_uuid
+from omprog_forwarder.ingest.dedup import RecentSet, holds_uuid, line_uuid
 from omprog_forwarder.ingest.launcher import ShipperLauncher
 from omprog_forwarder.spool import Spool, encode_record
 
@@ -136,6 +136,51 @@ def test_a_duplicate_inside_a_transaction_is_answered_defer_commit(tmp_path: Pat
     assert rig.batcher.on_message(LINE, 0) == protocol.DEFER_COMMIT
     assert rig.batcher.on_commit() == protocol.OK
     assert rig.stored() == [LINE]
+
+
+def _store_in_one_transaction(rig, lines: list) -> None:
+    rig.batcher.on_begin()
+    for line in lines:
+        assert rig.batcher.on_message(line, 0) == protocol.DEFER_COMMIT
+    assert rig.batcher.on_commit() == protocol.OK
+
+
+# rsyslog 8.2302 puts the first line of a batch back at the tail of its queue when
+# the program died between transactions (docs/rsyslog.md), so the copy comes as
+# many lines later as the queue held: 37 000 in one reliability run.
+FAR = 40_000
+
+
+def test_a_line_rsyslog_hands_again_40000_lines_later_is_dropped(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path / "spool", max_batch_bytes="64MiB")
+    lines = [json_line("x", uuid=uuid_hex(0xC0FFEE00000 + n)) for n in range(FAR)]
+    _store_in_one_transaction(rig, lines)
+    assert rig.batcher.on_message(lines[0], 0) == protocol.OK
+    assert rig.batcher.counters["duplicate_lines"] == 1
+    assert len(rig.stored()) == FAR
+
+
+def test_a_copy_older_than_the_window_is_stored_again(tmp_path: Path) -> None:
+    """The documented limit: the index is a window, not a record of every line."""
+    rig = make_rig(tmp_path / "spool", max_batch_bytes="64MiB", dedup_window="1000")
+    lines = [json_line("x", uuid=uuid_hex(0xC0FFEE00000 + n)) for n in range(2001)]
+    _store_in_one_transaction(rig, lines)
+    assert rig.batcher.on_message(lines[0], 0) == protocol.OK
+    assert rig.batcher.counters["duplicate_lines"] == 0
+    assert len(rig.stored()) == 2002
+
+
+def test_a_line_40000_lines_back_in_the_spool_is_a_duplicate_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    lines = [json_line("x", uuid=uuid_hex(0xC0FFEE00000 + n)) for n in range(FAR)]
+    for i in range(0, FAR, 5000):
+        spool.write_batch(f"20261126T230000Z-{i:016x}", lines[i : i + 5000])
+    rig = make_rig(tmp_path / "spool", spool=spool)
+    assert len(rig.batcher.recent) == FAR
+    assert rig.batcher.on_message(lines[0], 0) == protocol.OK
+    assert rig.batcher.counters["duplicate_lines"] == 1
 
 
 def test_a_refused_line_is_not_remembered_so_its_retry_is_stored(tmp_path: Path) -> None:
@@ -259,3 +304,53 @@ def test_holds_uuid_survives_absurd_nesting() -> None:
         holds_uuid(b'{"a":' + b"[" * 100_000 + b'"uuid":"' + U.encode() + b'"}', U.encode())
         is False
     )
+
+
+# ---------------------------------------------------------------- the index itself
+
+
+@given(
+    size=st.integers(1, 64),
+    # Small numbers and multiples of the table size land on the same slots, so the
+    # probing chains are long; repeats exercise adding what is already there.
+    keys=st.lists(
+        st.one_of(st.integers(0, 300), st.integers(0, 40).map(lambda n: n * 128)),
+        max_size=600,
+    ),
+)
+def test_the_index_holds_at_least_the_newest_size_uuids_and_nothing_never_added(
+    size: int, keys: list
+) -> None:
+    recent = RecentSet(size)
+    added: list = []
+    for n in keys:
+        recent.add(uuid_hex(n).encode())
+        if n in added:
+            added.remove(n)
+        added.append(n)
+        newest = added[-size:]
+        assert all(uuid_hex(k).encode() in recent for k in newest)
+        assert len(recent) <= 2 * size
+    for n in range(301, 400):  # never added (and not a multiple of 128 under 5 121)
+        if n % 128:
+            assert uuid_hex(n).encode() not in recent
+
+
+def test_the_index_is_at_most_half_full_and_takes_32_bytes_a_line() -> None:
+    recent = RecentSet(65536)
+    for n in range(3 * 65536 + 5):
+        recent.add(uuid_hex(n).encode())
+    tables = (recent._young, recent._old)
+    assert all(sum(1 for v in t if v) <= len(t) // 2 for t in tables)
+    assert sum(t.itemsize * len(t) for t in tables) == 32 * 65536
+
+
+def test_the_index_keys_on_the_low_64_bits_of_the_uuid() -> None:
+    """Two uuids that differ only in their high half are one key: the chance is
+    about window / 2**64 for rsyslog's random uuids, and is the price of 8 bytes."""
+    recent = RecentSet(8)
+    recent.add(b"0" * 16 + b"0" * 16)  # low half 0: stored as 1, still found
+    assert b"0" * 32 in recent
+    recent.add(b"F" * 16 + b"00000000000000AB")
+    assert b"0" * 16 + b"00000000000000AB" in recent
+    assert b"0" * 16 + b"00000000000000AC" not in recent
