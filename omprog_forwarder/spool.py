@@ -29,6 +29,9 @@ Layout:
                                        credentials.lock)
               ship.log                 the started shipper's stderr (ship.log.1: older)
               ship.lock                held by the one running shipper
+              shipped.keys             the dedup keys of the newest shipped lines, 8
+                                       bytes each, appended by the shipper before it
+                                       deletes a batch (dedup.note_shipped)
 
 WINDOW is the UTC start of the batching window (`20261126T231000Z`); BATCH_ID is
 `WINDOW-<16 hex>` and split halves append `.1` / `.2`, so every id matches
@@ -67,6 +70,7 @@ SEG_SUFFIX, BATCH_SUFFIX, WHY_SUFFIX = ".seg", ".batch", ".why"
 COUNTERS_STATE, COUNTERS_LOCK = "counters.json", "counters.lock"
 SHIP_STATE, CLOCK_STATE, SHIP_LOG, SHIP_LOCK = "ship.json", "clock.json", "ship.log", "ship.lock"
 CREDENTIALS_CACHE, CREDENTIALS_LOCK = "credentials.json", "credentials.lock"
+SHIPPED_KEYS = "shipped.keys"
 #: A batch id, and a device id: one S3 key segment (the Lambda's ID_RE, tests/test_contract.py).
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 BATCH_ID_RE = re.compile(ID_PATTERN + r"\Z", re.ASCII)

@@ -5,9 +5,10 @@ program), and 8.2302 hands the first line of a batch again far later when the
 program died between transactions (docs/rsyslog.md). The project's template
 ends every line with rsyslog's `uuid`. `RecentSet` holds the uuids of at least
 the newest `dedup_window` stored lines, filled at start-up from the spool
-(`load_recent`) and then from every line stored, so a resent line is answered
-as taken and not stored twice. A line without a uuid (other templates) is
-never dropped.
+(`load_recent`: open segments, ready/, and the keys of the lines shipped
+last, which the shipper keeps in state/shipped.keys with `note_shipped`) and
+then from every line stored, so a resent line is answered as taken and not
+stored twice. A line without a uuid (other templates) is never dropped.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import logging
 import os
 import re
 from array import array
+from collections.abc import Iterable
 from typing import Callable, Optional
 
-from omprog_forwarder.spool import Spool, decode_records
+from omprog_forwarder.spool import SHIPPED_KEYS, Spool, decode_records, write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ class RecentSet:
     A uuid is kept as its low 64 bits (random in rsyslog's uuids; two
     different lines share them with a chance of about `size` / 2**64) in
     one of two open-addressing tables (`array('Q')`, linear probing, never
-    more than half full). New keys go to the young table; when it holds
+    more than half full; 0 marks a free slot, so key 0 has a flag of its
+    own). New keys go to the young table; when it holds
     `size` keys it becomes the old one and the previous old one is dropped,
     so the newest `size` to `2 * size` keys are always present.
     """
@@ -82,17 +85,20 @@ class RecentSet:
         self._old = self._empty()
         self._young_count = 0
         self._old_count = 0
+        self._young_zero = self._old_zero = False
 
     def _empty(self) -> array:
         return array("Q", bytes(8 * (self._mask + 1)))
 
     @staticmethod
     def key(uuid: bytes) -> int:
-        """The table key of a 32-hex-digit uuid (0 marks an empty slot)."""
-        return int(uuid[16:], 16) or 1
+        """The table key of a 32-hex-digit uuid: its low 64 bits."""
+        return int(uuid[16:], 16)
 
     def __contains__(self, uuid: bytes) -> bool:
         key = self.key(uuid)
+        if not key:
+            return self._young_zero or self._old_zero
         mask = self._mask
         for table in (self._young, self._old):
             i = key & mask
@@ -112,21 +118,26 @@ class RecentSet:
         self.add_key(self.key(uuid))
 
     def add_key(self, key: int) -> None:
-        mask = self._mask
         table = self._young
-        i = key & mask
-        while True:
-            slot = table[i]
-            if slot == key:
-                return
-            if not slot:
-                break
-            i = (i + 1) & mask
-        table[i] = key
+        if key:
+            mask = self._mask
+            i = key & mask
+            while True:
+                slot = table[i]
+                if slot == key:
+                    return
+                if not slot:
+                    break
+                i = (i + 1) & mask
+            table[i] = key
+        elif self._young_zero:
+            return
+        else:
+            self._young_zero = True
         self._young_count += 1
         if self._young_count >= self.size:
-            self._old, self._old_count = table, self._young_count
-            self._young, self._young_count = self._empty(), 0
+            self._old, self._old_count, self._old_zero = table, self._young_count, self._young_zero
+            self._young, self._young_count, self._young_zero = self._empty(), 0, False
 
     def is_resent(self, line: bytes, uuid: Optional[bytes]) -> bool:
         """A line whose uuid is already stored (checked against its JSON on a hit)."""
@@ -134,10 +145,13 @@ class RecentSet:
 
 
 def load_recent(spool: Spool, recent: RecentSet, count: Callable[[str], None]) -> None:
-    """Fill `recent` from the newest files of the spool (open segments and ready/).
+    """Fill `recent` with the newest lines the spool knows: its open segments and
+    ready/ first, then, while there is room, the keys of the lines shipped last.
 
-    A file that cannot be read is counted (`unreadable_files`), logged and
-    skipped: one bad file must not stop ingest.
+    rsyslog's late copy of a line (module docstring) can reach an instance
+    started after the line was shipped and its batch deleted; state/shipped.keys
+    is how that instance still knows it. A file that cannot be read is counted
+    (`unreadable_files`), logged and skipped: one bad file must not stop ingest.
     """
     stamped = [(b.mtime, b.path) for b in spool.ready_batches()]
     for path in spool.open_segments():
@@ -161,7 +175,64 @@ def load_recent(spool: Spool, recent: RecentSet, count: Callable[[str], None]) -
         del lines
         chosen.append(keys)
         total += len(keys)
+    shipped = array("Q")
+    if total < recent.size:
+        shipped = read_shipped(spool, recent.size - total, count)
+    for key in shipped:
+        recent.add_key(key)
     for keys in reversed(chosen):
         for key in keys:
             recent.add_key(key)
-    log.debug("dedup index holds %d uuids from %d files", len(recent), len(chosen))
+    log.debug(
+        "dedup index holds %d uuids from %d files and %d shipped lines",
+        len(recent),
+        len(chosen),
+        len(shipped),
+    )
+
+
+def read_shipped(spool: Spool, most: int, count: Callable[[str], None]) -> array:
+    """The newest `most` keys of state/shipped.keys (oldest first; none if absent)."""
+    keys = array("Q")
+    try:
+        with open(spool.state_path(SHIPPED_KEYS), "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return keys
+    except OSError as exc:
+        count("unreadable_files")
+        log.error("cannot read %s for the dedup index: %s", SHIPPED_KEYS, exc)
+        return keys
+    whole = len(data) - len(data) % keys.itemsize  # a torn last append
+    keys.frombytes(data[max(0, whole - most * keys.itemsize) : whole])
+    return keys
+
+
+def note_shipped(spool: Spool, lines: Iterable[bytes], window: int) -> None:
+    """Append the keys of a shipped batch's lines to state/shipped.keys, durably.
+
+    Called by the one shipper (under ship.lock) before it deletes the batch,
+    so no key of a deleted batch is missing. The file keeps at least the
+    newest `window` keys: past twice that it is cut back to `window`.
+    """
+    keys = array("Q", [RecentSet.key(u) for u in map(line_uuid, lines) if u])
+    if not keys:
+        return
+    path = spool.state_path(SHIPPED_KEYS)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        size -= size % keys.itemsize  # cut a torn append, so keys stay aligned
+        data = memoryview(keys.tobytes())
+        offset = size
+        while data:
+            written = os.pwrite(fd, data, offset)
+            data, offset = data[written:], offset + written
+        os.ftruncate(fd, offset)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    if offset > 2 * window * keys.itemsize:
+        with open(path, "rb") as fh:
+            fh.seek(offset - window * keys.itemsize)
+            write_file_atomic(path, fh.read(window * keys.itemsize))

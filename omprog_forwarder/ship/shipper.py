@@ -61,6 +61,7 @@ from omprog_forwarder.errors import (
     TransientSendError,
     UsageError,
 )
+from omprog_forwarder.ingest.dedup import note_shipped
 from omprog_forwarder.ship.retry import RetryPolicy
 from omprog_forwarder.spool import (
     BATCH_ID_RE,
@@ -317,6 +318,13 @@ class Shipper:
             self._record_error(batch.batch_id, str(exc))
             log.error("stopping: %s; every batch stays in ready/", exc)
             raise _Stop(EXIT_AUTH) from None
+        try:  # before the delete: ingest must still know these lines if rsyslog hands one again
+            note_shipped(self.spool, lines, self.cfg.dedup_window)
+        except OSError as exc:
+            self._count(ship_dedup_note_errors=1)
+            log.warning(
+                "batch %s: cannot note its lines for the dedup index: %s", batch.batch_id, exc
+            )
         self.spool.delete(batch)
         self.sent_batches += 1
         self.sent_lines += len(lines)

@@ -10,6 +10,7 @@ causes a drop.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,18 @@ from support.ingest_helpers import (
 from omprog_forwarder import config
 from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ingest.batcher import line_severity
-from omprog_forwarder.ingest.dedup import RecentSet, holds_uuid, line_uuid
+from omprog_forwarder.ingest.dedup import (
+    RecentSet,
+    holds_uuid,
+    line_uuid,
+    note_shipped,
+    read_shipped,
+)
 from omprog_forwarder.ingest.launcher import ShipperLauncher
-from omprog_forwarder.spool import Spool, encode_record
+from omprog_forwarder.spool import SHIPPED_KEYS, Spool, encode_record
 
 U = "00D86F880BD84D4E8F21B1497FAB6951"
+LINE_UUID = U.encode()
 LINE = json_line("hello", uuid=U)
 
 
@@ -314,7 +322,7 @@ def test_holds_uuid_survives_absurd_nesting() -> None:
     # Small numbers and multiples of the table size land on the same slots, so the
     # probing chains are long; repeats exercise adding what is already there.
     keys=st.lists(
-        st.one_of(st.integers(0, 300), st.integers(0, 40).map(lambda n: n * 128)),
+        st.one_of(st.integers(0, 300), st.integers(0, 40).map(lambda n: n * 128)),  # 0 too
         max_size=600,
     ),
 )
@@ -349,8 +357,66 @@ def test_the_index_keys_on_the_low_64_bits_of_the_uuid() -> None:
     """Two uuids that differ only in their high half are one key: the chance is
     about window / 2**64 for rsyslog's random uuids, and is the price of 8 bytes."""
     recent = RecentSet(8)
-    recent.add(b"0" * 16 + b"0" * 16)  # low half 0: stored as 1, still found
+    assert b"0" * 32 not in recent
+    recent.add(b"0" * 32)  # key 0 (a free slot's mark) is kept apart, and aliases nothing
     assert b"0" * 32 in recent
+    assert b"0" * 31 + b"1" not in recent
     recent.add(b"F" * 16 + b"00000000000000AB")
     assert b"0" * 16 + b"00000000000000AB" in recent
     assert b"0" * 16 + b"00000000000000AC" not in recent
+
+
+# ---------------------------------------------------------------- state/shipped.keys
+
+
+def _keys_in(spool: Spool) -> list:
+    return list(read_shipped(spool, 10**6, lambda reason: None))
+
+
+def test_the_shipped_keys_file_keeps_the_newest_window_and_stays_bounded(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    window = 100
+    for batch in range(30):
+        lines = [json_line("x", uuid=uuid_hex(batch * 1000 + n + 1)) for n in range(17)]
+        note_shipped(spool, lines, window)
+        size = os.path.getsize(spool.state_path(SHIPPED_KEYS))
+        assert size <= 2 * window * 8
+    keys = _keys_in(spool)
+    newest = [batch * 1000 + n + 1 for batch in range(30) for n in range(17)][-window:]
+    assert keys[-window:] == newest
+    assert read_shipped(spool, 5, lambda reason: None).tolist() == newest[-5:]
+
+
+def test_a_torn_append_is_cut_so_the_keys_stay_whole(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    note_shipped(spool, [json_line("a", uuid=uuid_hex(7))], 100)
+    with open(spool.state_path(SHIPPED_KEYS), "ab") as fh:
+        fh.write(b"\x01\x02\x03")  # a shipper killed inside its write
+    assert _keys_in(spool) == [7]
+    note_shipped(spool, [json_line("b", uuid=uuid_hex(8))], 100)
+    assert _keys_in(spool) == [7, 8]
+
+
+def test_lines_without_a_uuid_note_nothing(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    note_shipped(spool, [b"<13>Nov 26 23:10:00 pi app: no uuid here", b"{}"], 100)
+    assert not os.path.exists(spool.state_path(SHIPPED_KEYS))
+
+
+def test_an_unreadable_shipped_keys_file_is_counted_and_ingest_starts(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    os.mkdir(spool.state_path(SHIPPED_KEYS))  # EISDIR on read: as good as EIO here
+    rig = make_rig(tmp_path / "spool", spool=spool)
+    assert rig.batcher.counters["unreadable_files"] == 1
+    assert rig.batcher.on_message(LINE, 0) == protocol.OK
+
+
+def test_the_spools_own_files_come_first_when_the_index_is_full(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool")).create()
+    note_shipped(spool, [json_line("s", uuid=uuid_hex(n + 1)) for n in range(20)], 1000)
+    (Path(spool.open_dir) / "20261126T230500Z-4242-0badf00d.seg").write_bytes(encode_record(LINE))
+    rig = make_rig(tmp_path / "spool", spool=spool, dedup_window="10")
+    # Room for 10: the segment's line, then the newest 9 shipped (12..20).
+    assert LINE_UUID in rig.batcher.recent
+    assert all(uuid_hex(n).encode() in rig.batcher.recent for n in range(12, 21))
+    assert uuid_hex(11).encode() not in rig.batcher.recent

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from support.ingest_helpers import json_line, make_rig, uuid_hex
 
 from devstack.gateway import BAD_REQUEST
 from omprog_forwarder import config
 from omprog_forwarder.errors import ConfigError, UsageError
+from omprog_forwarder.ingest import protocol
 from omprog_forwarder.ship import shipper as ship
+from omprog_forwarder.spool import SHIPPED_KEYS
 
 W1, W2, W3 = "20261126T231000Z", "20261126T231500Z", "20261126T232000Z"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -219,3 +224,19 @@ def test_a_batch_sealed_after_the_last_listing_is_shipped_by_the_same_run(
     assert ship.run_ship(make_cfg()) == 0
     assert [p["batch_id"] for p in gateway.payloads] == [first.batch_id, late[0].batch_id]
     assert spool.ready_batches() == []
+
+
+def test_a_shipped_batchs_lines_stay_known_to_the_next_ingest(make_cfg, gateway, spool, seal):
+    """rsyslog 8.2302 can hand a line again after its batch was shipped and deleted
+    (docs/rsyslog.md): the shipper notes the lines' keys first, and a new ingest
+    instance loads them, so the copy is dropped."""
+    lines = [json_line(f"n{n}", uuid=uuid_hex(0xABC000 + n)) for n in range(3)]
+    seal(W1, lines)
+    assert ship.run_ship(make_cfg()) == 0
+    assert spool.ready_batches() == []
+    keys = os.path.join(spool.state_dir, SHIPPED_KEYS)
+    assert os.path.getsize(keys) == 3 * 8
+    assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
+    rig = make_rig(Path(spool.root), spool=spool)
+    assert rig.batcher.on_message(lines[1], 0) == protocol.OK
+    assert rig.batcher.counters["duplicate_lines"] == 1
