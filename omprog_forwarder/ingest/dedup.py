@@ -88,7 +88,9 @@ class RecentSet:
         self._young_zero = self._old_zero = False
 
     def _empty(self) -> array:
-        return array("Q", bytes(8 * (self._mask + 1)))
+        # Repetition fills the array in place: no table-sized bytes object on the way,
+        # which would add a third table to the peak RSS at every rotation.
+        return array("Q", [0]) * (self._mask + 1)
 
     @staticmethod
     def key(uuid: bytes) -> int:
@@ -196,15 +198,17 @@ def read_shipped(spool: Spool, most: int, count: Callable[[str], None]) -> array
     keys = array("Q")
     try:
         with open(spool.state_path(SHIPPED_KEYS), "rb") as fh:
-            data = fh.read()
+            size = os.fstat(fh.fileno()).st_size
+            whole = size - size % keys.itemsize  # without a torn last append
+            start = max(0, whole - most * keys.itemsize)
+            fh.seek(start)
+            keys.frombytes(fh.read(whole - start))
     except FileNotFoundError:
-        return keys
-    except OSError as exc:
+        pass
+    except (OSError, ValueError) as exc:  # ValueError: shorter than its size (truncated meanwhile)
         count("unreadable_files")
         log.error("cannot read %s for the dedup index: %s", SHIPPED_KEYS, exc)
-        return keys
-    whole = len(data) - len(data) % keys.itemsize  # a torn last append
-    keys.frombytes(data[max(0, whole - most * keys.itemsize) : whole])
+        keys = array("Q")
     return keys
 
 
