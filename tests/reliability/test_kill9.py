@@ -56,6 +56,7 @@ def test_forwarder_killed_20_times_while_streaming_200k_lines(stack, chain):
     pipe.stop()
     dev.drain()
     adopted = pipe.log_count("from a dead instance as")
+    journal = pipe.journal_state()
     result = tally_run(
         "1 kill -9 forwarder x20, 200k lines",
         sent,
@@ -65,7 +66,9 @@ def test_forwarder_killed_20_times_while_streaming_200k_lines(stack, chain):
         notes=(
             f"{len(victims)} kills, {adopted} segments adopted, "
             f"{pipe.log_count('dropped a resent line')} resent lines dropped, "
-            f"{pipe.log_count('cut a torn tail')} torn tails cut"
+            f"{pipe.log_count('cut a torn tail')} torn tails cut, "
+            f"{journal.handed_again} durable lines handed again by rsyslog "
+            f"(the farthest {journal.farthest_again} lines later)"
         ),
     )
     result.assert_promise()

@@ -419,11 +419,16 @@ class Journal:
     acked: set[int] = field(default_factory=set)  # OK or DEFER_COMMIT
     durable: set[int] = field(default_factory=set)  # OK, or DEFER_COMMIT then COMMIT OK
     refused: int = 0
+    # rsyslog handed a line again after it was durable (8.2302's late copy of a
+    # batch's first line, docs/rsyslog.md): how often, and the most lines between.
+    handed_again: int = 0
+    farthest_again: int = 0
 
     @classmethod
     def read(cls, path: Path) -> Journal:
         j = cls()
         deferred: list[int] = []
+        handed_at: dict[int, int] = {}
         with contextlib.suppress(FileNotFoundError):
             for raw in path.read_bytes().splitlines():
                 tag, _, seq = raw.partition(b" ")
@@ -433,6 +438,10 @@ class Journal:
                     continue
                 n = int(seq)
                 if tag == b"H":
+                    if n in j.durable:
+                        j.handed_again += 1
+                        j.farthest_again = max(j.farthest_again, len(handed_at) - handed_at[n])
+                    handed_at.setdefault(n, len(handed_at))
                     j.handed.add(n)
                 elif tag == b"O":
                     j.acked.add(n)
