@@ -447,6 +447,11 @@ def build_fleet_message(
     )
 
 
+def _notice(title: str, context: str) -> dict[str, Any]:
+    """A message of a title and one context line (the silent and back notices)."""
+    return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": [_header(title), _context(context)]}
+
+
 def build_silent_message(
     device_id: str, *, last_seen: float, last_batch: str, now: float, silent_after: float
 ) -> dict[str, Any]:
@@ -457,7 +462,7 @@ def build_silent_message(
         f"*Device* {escape(device_id)} · *Last seen* {clock_text(last_seen)} · "
         f"*Last batch* {escape(last_batch or '–')} · *Silent after* {duration_text(silent_after)}"
     )
-    return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": [_header(title), _context(context)]}
+    return _notice(title, context)
 
 
 def build_back_message(
@@ -470,7 +475,7 @@ def build_back_message(
         f"*Device* {escape(device_id)} · *Nothing between* {clock_text(last_seen_before)} "
         f"*and* {clock_text(back_at)} · *Reported silent at* {clock_text(silent_since)}"
     )
-    return {"text": cut(title, MAX_MESSAGE_TEXT), "blocks": [_header(title), _context(context)]}
+    return _notice(title, context)
 
 
 def _texts(node: Any) -> list[tuple[str, str]]:
